@@ -1,0 +1,87 @@
+//! Shared types of the scheduler probe family (`runtime.gopark` entry and its RET instructions).
+
+/// Per-binary settings the probes need, stored at index `cookie` of the `BINARY_CONFIG` array.
+/// Offsets come from the target's DWARF or from gort's generated per-Go-version table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BinaryConfig {
+    /// Offset of `goid` in `runtime.g`.
+    pub goid_offset: u32,
+    /// Non-zero once the agent has filled this slot; probes ignore unset slots.
+    pub valid: u32,
+}
+const _: () = assert!(core::mem::size_of::<BinaryConfig>() == 8);
+
+/// Key of the in-flight park map: one parked goroutine of one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ParkKey {
+    /// Process id (kernel tgid).
+    pub pid: u32,
+    pub _pad: u32,
+    /// Address of the goroutine's `runtime.g` (R14 on amd64).
+    pub g: u64,
+}
+const _: () = assert!(core::mem::size_of::<ParkKey>() == 16);
+
+/// Value of the in-flight park map: what was known when the goroutine parked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Parked {
+    /// `g.goid`.
+    pub goid: u64,
+    /// CLOCK_MONOTONIC nanoseconds at `runtime.gopark` entry.
+    pub park_ns: u64,
+    /// Raw `waitReason` (index into the binary's `runtime.waitReasonStrings`).
+    pub reason: u8,
+    pub _pad: [u8; 7],
+}
+const _: () = assert!(core::mem::size_of::<Parked>() == 24);
+
+/// Maximum stack frames captured for a long block.
+pub const MAX_FRAMES: usize = 16;
+
+/// What a [`BlockEvent`] carries.
+pub mod event_kind {
+    /// A park seen from start to end.
+    pub const BLOCK: u8 = 1;
+    /// The goroutine resumed, but its park began before gort attached: only `resume_ns`,
+    /// `goid` and `g` are meaningful.
+    pub const RESUME_UNMATCHED: u8 = 2;
+}
+
+/// One completed park, written to the ring buffer when the goroutine runs again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockEvent {
+    /// One of [`event_kind`].
+    pub kind: u8,
+    /// Raw `waitReason`.
+    pub reason: u8,
+    /// Number of valid entries in `frames` (0 when the block was shorter than the
+    /// frame-capture threshold).
+    pub nframes: u16,
+    /// Process id (kernel tgid).
+    pub pid: u32,
+    /// `g.goid`.
+    pub goid: u64,
+    /// Address of the goroutine's `runtime.g`.
+    pub g: u64,
+    /// CLOCK_MONOTONIC nanoseconds at `runtime.gopark` entry.
+    pub park_ns: u64,
+    /// CLOCK_MONOTONIC nanoseconds when the goroutine returned from `runtime.gopark`.
+    pub resume_ns: u64,
+    /// Return addresses, innermost first, starting with `runtime.gopark`'s caller.
+    pub frames: [u64; MAX_FRAMES],
+}
+const _: () = assert!(core::mem::size_of::<BlockEvent>() == 40 + 8 * MAX_FRAMES);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]` plain integers with explicit padding, valid for any
+    // bit pattern.
+    unsafe impl aya::Pod for super::BinaryConfig {}
+    unsafe impl aya::Pod for super::ParkKey {}
+    unsafe impl aya::Pod for super::Parked {}
+    unsafe impl aya::Pod for super::BlockEvent {}
+}

@@ -1,0 +1,193 @@
+//! The scheduler probe family: how long goroutines stay parked, and why.
+//!
+//! Two probes per park, no uretprobe (Go moves goroutine stacks, which breaks uretprobes):
+//! - `gopark_entry` at `runtime.gopark`'s entry records (pid, g) → (goid, reason, time) in
+//!   `PARKED`;
+//! - `gopark_return` at each RET instruction of `runtime.gopark` fires when the goroutine runs
+//!   again (`gopark` returns from `mcall(park_m)` only once the scheduler has resumed it,
+//!   `runtime/proc.go`), takes the entry out of `PARKED` and writes one [`BlockEvent`].
+//!
+//! So the blocked time measured is park → running: it includes the wait in the run queue
+//! after the goroutine was made ready.
+//!
+//! Events are submitted without waking the consumer (`BPF_RB_NO_WAKEUP`): the agent drains the
+//! ring buffer on a short timer, which spares the target the wakeup's cost on every park.
+#![no_std]
+#![no_main]
+
+use agent_common::{
+    DropCause, MAX_BINARIES, Stat,
+    sched::{BinaryConfig, BlockEvent, MAX_FRAMES, ParkKey, Parked, event_kind},
+};
+use agent_ebpf::{
+    count, count_drop, current_g, frame_pointer, go_arg, read_user_u64, stack_pointer,
+    try_read_user_u64,
+};
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{map, uprobe},
+    maps::{Array, HashMap, RingBuf},
+    programs::ProbeContext,
+    EbpfContext,
+};
+
+/// Blocks at least this long get their stack frames captured (set at load time).
+#[unsafe(no_mangle)]
+static FRAME_MIN_NS: u64 = 1_000_000;
+
+/// Per-binary settings, indexed by the attach cookie.
+#[map]
+static BINARY_CONFIG: Array<BinaryConfig> = Array::with_max_entries(MAX_BINARIES, 0);
+
+/// Goroutines parked right now. Sized by the agent at load time (`--max-parked`).
+#[map]
+static PARKED: HashMap<ParkKey, Parked> = HashMap::with_max_entries(65_536, 0);
+
+/// Completed parks, for the agent. Sized by the agent at load time.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+#[uprobe]
+pub fn gopark_entry(ctx: ProbeContext) -> u32 {
+    match try_gopark_entry(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+/// `func gopark(unlockf func(*g, unsafe.Pointer) bool, lock unsafe.Pointer, reason waitReason,
+/// traceReason traceBlockReason, traceskip int)`: `reason` (a uint8) is the third argument.
+fn try_gopark_entry(ctx: &ProbeContext) -> Result<u32, u32> {
+    count(Stat::Parks);
+    let config = binary_config(ctx)?;
+    let g = current_g(ctx);
+    let goid = read_user_u64(g + config.goid_offset as u64)?;
+    let key = ParkKey { pid: current_pid(), _pad: 0, g };
+    let parked = Parked {
+        goid,
+        // SAFETY: plain helper call.
+        park_ns: unsafe { bpf_ktime_get_ns() },
+        reason: go_arg(ctx, 2) as u8,
+        _pad: [0; 7],
+    };
+    // Overwrites a stale entry of this g (a park whose return we missed while attaching).
+    if PARKED.insert(&key, &parked, 0).is_err() {
+        count_drop(DropCause::InflightFull);
+    }
+    Ok(0)
+}
+
+#[uprobe]
+pub fn gopark_return(ctx: ProbeContext) -> u32 {
+    match try_gopark_return(&ctx) {
+        Ok(r) | Err(r) => r,
+    }
+}
+
+fn try_gopark_return(ctx: &ProbeContext) -> Result<u32, u32> {
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let g = current_g(ctx);
+    let key = ParkKey { pid: current_pid(), _pad: 0, g };
+    // SAFETY: the value is copied out before the entry is removed below, and only this
+    // goroutine (running on this thread now) writes its own entry.
+    let parked = unsafe { PARKED.get(&key) }.copied();
+    let Some(mut event) = EVENTS.reserve::<BlockEvent>(0) else {
+        count_drop(DropCause::RingbufFull);
+        if parked.is_some() {
+            let _ = PARKED.remove(&key);
+        }
+        return Err(1);
+    };
+    let out = event.as_mut_ptr();
+    // SAFETY: `out` points at a reserved, exclusively owned ring buffer record.
+    unsafe {
+        (*out).pid = key.pid;
+        (*out).g = g;
+        (*out).resume_ns = now;
+        (*out).nframes = 0;
+        match parked {
+            Some(p) => {
+                let _ = PARKED.remove(&key);
+                count(Stat::Resumes);
+                (*out).kind = event_kind::BLOCK;
+                (*out).reason = p.reason;
+                (*out).goid = p.goid;
+                (*out).park_ns = p.park_ns;
+                // SAFETY: reading a load-time constant.
+                let min = core::ptr::read_volatile(&FRAME_MIN_NS);
+                if now.wrapping_sub(p.park_ns) >= min {
+                    (*out).nframes = capture_frames(ctx, &mut (*out).frames);
+                }
+            }
+            None => {
+                count(Stat::ResumesUnmatched);
+                (*out).kind = event_kind::RESUME_UNMATCHED;
+                (*out).reason = 0;
+                (*out).goid = match binary_config(ctx) {
+                    Ok(config) => read_user_u64(g + config.goid_offset as u64).unwrap_or(0),
+                    Err(_) => 0,
+                };
+                (*out).park_ns = 0;
+            }
+        }
+    }
+    event.submit(BPF_RB_NO_WAKEUP as u64);
+    Ok(0)
+}
+
+/// Walks the frame-pointer chain from a RET of `runtime.gopark`: there `gopark`'s frame is
+/// gone, `[RSP]` is the return address into its caller and RBP is the caller's frame pointer
+/// (Go keeps frame pointers on amd64). Each frame is `[saved RBP, return address]`.
+#[inline(always)]
+fn capture_frames(ctx: &ProbeContext, frames: &mut [u64; MAX_FRAMES]) -> u16 {
+    let Ok(first) = try_read_user_u64(stack_pointer(ctx)) else {
+        return 0;
+    };
+    frames[0] = first;
+    let mut n: u16 = 1;
+    let mut fp = frame_pointer(ctx);
+    for slot in frames.iter_mut().skip(1) {
+        if fp == 0 {
+            break;
+        }
+        let Ok(ret) = try_read_user_u64(fp + 8) else { break };
+        let Ok(next) = try_read_user_u64(fp) else { break };
+        if ret == 0 {
+            break;
+        }
+        *slot = ret;
+        n += 1;
+        // Frames grow towards higher addresses; anything else is the end of the chain.
+        if next <= fp {
+            break;
+        }
+        fp = next;
+    }
+    n
+}
+
+#[inline(always)]
+fn binary_config(ctx: &ProbeContext) -> Result<BinaryConfig, u32> {
+    // SAFETY: plain helper call on our own context.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    match BINARY_CONFIG.get(cookie) {
+        Some(c) if c.valid != 0 => Ok(*c),
+        _ => Err(1),
+    }
+}
+
+#[inline(always)]
+fn current_pid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
