@@ -60,7 +60,10 @@ pub struct BlockEvent {
     pub reason: u8,
     /// Number of valid entries in `frames` (0 when the block was shorter than the
     /// frame-capture threshold).
-    pub nframes: u16,
+    pub nframes: u8,
+    /// The binary's slot of `BINARY_CONFIG` (the attach cookie), so events of a process that
+    /// has already exited can still be decoded.
+    pub binary: u8,
     /// Process id (kernel tgid).
     pub pid: u32,
     /// `g.goid`.

@@ -1,1 +1,55 @@
-fn main() {}
+//! `gort`: where the goroutines of a running Go service spend their time blocked, measured
+//! from outside with eBPF uprobes on any unmodified Go binary.
+//!
+//! This file only parses the command line, starts the work and turns errors into one line
+//! and an exit code.
+
+mod aggregate;
+mod cli;
+mod collect;
+mod export;
+mod inspect;
+mod probes;
+mod run;
+mod target;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(o) => inspect::run(&o).map(|attachable| if attachable { ExitCode::SUCCESS } else { ExitCode::from(2) }),
+        Command::Run(o) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(run::run(o)))
+            .map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the error and its causes.
+            eprintln!("gort: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        // thiserror messages often embed their source already.
+        if !parts.last().is_some_and(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}

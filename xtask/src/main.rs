@@ -1,8 +1,7 @@
 //! `cargo xtask`: everything beyond `cargo build` — installing what the project needs,
-//! building the eBPF object, the demo, the test suite, benchmarks and generated tables.
+//! building the eBPF object, the demo, the test suite and generated tables.
 //! Each subcommand is a module with an `Options` struct and a `run` function.
 
-mod bench;
 mod build_ebpf;
 mod demo;
 mod offsetgen;
@@ -29,8 +28,6 @@ enum Command {
     Demo(demo::Options),
     /// Install what is missing, then run lints and the whole test suite.
     Test(test::Options),
-    /// Measure gort's overhead on Go workloads.
-    Bench(bench::Options),
     /// Regenerate the per-Go-version struct offset and waitReason tables.
     Offsetgen(offsetgen::Options),
 }
@@ -41,7 +38,6 @@ fn main() -> Result<()> {
         Command::BuildEbpf(o) => build_ebpf::run(o).map(|_| ()),
         Command::Demo(o) => demo::run(o),
         Command::Test(o) => test::run(o),
-        Command::Bench(o) => bench::run(o),
         Command::Offsetgen(o) => offsetgen::run(o),
     }
 }

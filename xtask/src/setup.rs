@@ -21,7 +21,7 @@ pub const GO_VERSIONS: &[&str] = &[
 pub const DEMO_GO_VERSION: &str = "1.22.10";
 
 /// Debian packages the tests and benchmarks use (beyond the eBPF toolchain).
-pub const TEST_PACKAGES: &[&str] = &["prometheus"];
+pub const TEST_PACKAGES: &[&str] = &[];
 
 const BPF_LINKER_VERSION: &str = "0.10.0";
 

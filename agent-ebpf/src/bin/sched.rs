@@ -59,7 +59,7 @@ pub fn gopark_entry(ctx: ProbeContext) -> u32 {
 /// traceReason traceBlockReason, traceskip int)`: `reason` (a uint8) is the third argument.
 fn try_gopark_entry(ctx: &ProbeContext) -> Result<u32, u32> {
     count(Stat::Parks);
-    let config = binary_config(ctx)?;
+    let (_, config) = binary_config(ctx)?;
     let g = current_g(ctx);
     let goid = read_user_u64(g + config.goid_offset as u64)?;
     let key = ParkKey { pid: current_pid(), _pad: 0, g };
@@ -89,14 +89,15 @@ fn try_gopark_return(ctx: &ProbeContext) -> Result<u32, u32> {
     let now = unsafe { bpf_ktime_get_ns() };
     let g = current_g(ctx);
     let key = ParkKey { pid: current_pid(), _pad: 0, g };
-    // SAFETY: the value is copied out before the entry is removed below, and only this
-    // goroutine (running on this thread now) writes its own entry.
+    // SAFETY: the value is copied out at once; only this goroutine, running on this thread
+    // now, writes its own entry.
     let parked = unsafe { PARKED.get(&key) }.copied();
+    if parked.is_some() {
+        let _ = PARKED.remove(&key);
+    }
+    let (slot, config) = binary_config(ctx)?;
     let Some(mut event) = EVENTS.reserve::<BlockEvent>(0) else {
         count_drop(DropCause::RingbufFull);
-        if parked.is_some() {
-            let _ = PARKED.remove(&key);
-        }
         return Err(1);
     };
     let out = event.as_mut_ptr();
@@ -106,9 +107,9 @@ fn try_gopark_return(ctx: &ProbeContext) -> Result<u32, u32> {
         (*out).g = g;
         (*out).resume_ns = now;
         (*out).nframes = 0;
+        (*out).binary = slot as u8;
         match parked {
             Some(p) => {
-                let _ = PARKED.remove(&key);
                 count(Stat::Resumes);
                 (*out).kind = event_kind::BLOCK;
                 (*out).reason = p.reason;
@@ -124,10 +125,7 @@ fn try_gopark_return(ctx: &ProbeContext) -> Result<u32, u32> {
                 count(Stat::ResumesUnmatched);
                 (*out).kind = event_kind::RESUME_UNMATCHED;
                 (*out).reason = 0;
-                (*out).goid = match binary_config(ctx) {
-                    Ok(config) => read_user_u64(g + config.goid_offset as u64).unwrap_or(0),
-                    Err(_) => 0,
-                };
+                (*out).goid = read_user_u64(g + config.goid_offset as u64).unwrap_or(0);
                 (*out).park_ns = 0;
             }
         }
@@ -140,12 +138,12 @@ fn try_gopark_return(ctx: &ProbeContext) -> Result<u32, u32> {
 /// gone, `[RSP]` is the return address into its caller and RBP is the caller's frame pointer
 /// (Go keeps frame pointers on amd64). Each frame is `[saved RBP, return address]`.
 #[inline(always)]
-fn capture_frames(ctx: &ProbeContext, frames: &mut [u64; MAX_FRAMES]) -> u16 {
+fn capture_frames(ctx: &ProbeContext, frames: &mut [u64; MAX_FRAMES]) -> u8 {
     let Ok(first) = try_read_user_u64(stack_pointer(ctx)) else {
         return 0;
     };
     frames[0] = first;
-    let mut n: u16 = 1;
+    let mut n: u8 = 1;
     let mut fp = frame_pointer(ctx);
     for slot in frames.iter_mut().skip(1) {
         if fp == 0 {
@@ -168,11 +166,12 @@ fn capture_frames(ctx: &ProbeContext, frames: &mut [u64; MAX_FRAMES]) -> u16 {
 }
 
 #[inline(always)]
-fn binary_config(ctx: &ProbeContext) -> Result<BinaryConfig, u32> {
+/// The attach cookie (the binary's slot) and that binary's settings.
+fn binary_config(ctx: &ProbeContext) -> Result<(u32, BinaryConfig), u32> {
     // SAFETY: plain helper call on our own context.
-    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
-    match BINARY_CONFIG.get(cookie) {
-        Some(c) if c.valid != 0 => Ok(*c),
+    let slot = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    match BINARY_CONFIG.get(slot) {
+        Some(c) if c.valid != 0 => Ok((slot, *c)),
         _ => Err(1),
     }
 }

@@ -1,0 +1,354 @@
+//! The one owner of measured state. Receives decoded events from the collector, keeps
+//! blocking statistics per process, per wait reason and per goroutine, and answers queries
+//! from the exporters with snapshots. Exporters never see the state itself.
+
+pub mod histogram;
+pub mod process;
+pub mod view;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot};
+
+use self::process::{GoroutineReader, Origin, ProcessBlocking, Retention};
+use crate::{
+    collect::{AgentDrops, Batch, Event, KernelCounters, monotonic_ns},
+    probes::sched::SchedEvent,
+    target::{
+        GoTarget,
+        process::{self as proc, ProcessId, ProcessMemory},
+    },
+};
+
+/// A binary the probes are attached to, by attach slot.
+#[derive(Debug)]
+pub struct AttachedBinary {
+    pub slot: u32,
+    pub target: Arc<GoTarget>,
+    /// The executable's path as given or as the process sees it.
+    pub exe: String,
+}
+
+/// Attached binaries by slot, shared between the attach logic and the aggregator.
+pub type Binaries = Arc<RwLock<BTreeMap<u32, Arc<AttachedBinary>>>>;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub retention: Retention,
+    /// How long an exited process's data stays.
+    pub retain_process_for_ns: u64,
+    /// Overrides the `service` label of every process.
+    pub service: Option<String>,
+}
+
+/// A request from an exporter.
+pub enum Query {
+    Metrics(oneshot::Sender<view::MetricsView>),
+    Goroutines { pid: Option<u32>, reply: oneshot::Sender<Vec<view::GoroutineView>> },
+    Processes(oneshot::Sender<Vec<view::ProcessView>>),
+}
+
+/// A handle for asking the aggregator.
+#[derive(Clone)]
+pub struct QueryHandle(mpsc::Sender<Query>);
+
+impl QueryHandle {
+    pub async fn metrics(&self) -> Option<view::MetricsView> {
+        self.ask(Query::Metrics).await
+    }
+
+    pub async fn goroutines(&self, pid: Option<u32>) -> Option<Vec<view::GoroutineView>> {
+        self.ask(|reply| Query::Goroutines { pid, reply }).await
+    }
+
+    pub async fn processes(&self) -> Option<Vec<view::ProcessView>> {
+        self.ask(Query::Processes).await
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Query) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.0.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// One target process.
+#[derive(Debug)]
+pub struct ProcessState {
+    pub pid: u32,
+    /// None when the process was gone before gort could look at it.
+    pub id: Option<ProcessId>,
+    pub service: String,
+    pub binary: Arc<AttachedBinary>,
+    /// Runtime address minus link-time address; None if unknown (PIE process already gone).
+    pub bias: Option<u64>,
+    memory: Option<ProcessMemory>,
+    pub blocking: ProcessBlocking,
+    pub first_seen_ns: u64,
+    pub exited_ns: Option<u64>,
+}
+
+/// Reads goroutines' `runtime.g` through `/proc/PID/mem`.
+struct MemoryReader<'a> {
+    memory: Option<&'a ProcessMemory>,
+    target: &'a GoTarget,
+}
+
+impl MemoryReader<'_> {
+    /// Reads the u64 at `offset` of the `g` at `g`, provided that `g` still holds `goid`.
+    fn read_g_field(&self, g: u64, goid: u64, offset: u32) -> Option<u64> {
+        let mem = self.memory?;
+        let value = mem.read_u64(g + offset as u64)?;
+        (mem.read_u64(g + self.target.offsets.g_goid as u64)? == goid).then_some(value)
+    }
+}
+
+/// `_Gdead` (runtime/runtime2.go); `_Gscan` is a bit or'ed onto the status.
+const G_DEAD: u32 = 6;
+const G_SCAN: u32 = 0x1000;
+
+impl GoroutineReader for MemoryReader<'_> {
+    fn origin(&self, g: u64, goid: u64) -> Option<Origin> {
+        let o = &self.target.offsets;
+        let gopc = self.read_g_field(g, goid, o.g_gopc)?;
+        let startpc = self.read_g_field(g, goid, o.g_startpc)?;
+        Some(Origin { gopc, startpc })
+    }
+
+    fn has_exited(&self, g: u64, goid: u64) -> Option<bool> {
+        let mem = self.memory?;
+        let o = &self.target.offsets;
+        if mem.read_u64(g + o.g_goid as u64)? != goid {
+            return Some(true);
+        }
+        let mut status = [0u8; 4];
+        if !mem.read(g + o.g_atomicstatus as u64, &mut status) {
+            return None;
+        }
+        Some(u32::from_le_bytes(status) & !G_SCAN == G_DEAD)
+    }
+}
+
+impl ProcessState {
+    fn reader(&self) -> MemoryReader<'_> {
+        MemoryReader { memory: self.memory.as_ref(), target: &self.binary.target }
+    }
+
+    /// The link-time address of runtime address `pc`.
+    pub fn link_address(&self, pc: u64) -> Option<u64> {
+        self.bias.map(|b| pc.wrapping_sub(b))
+    }
+}
+
+/// All measured state.
+pub struct State {
+    settings: Settings,
+    binaries: Binaries,
+    pub processes: BTreeMap<u32, ProcessState>,
+    pub kernel: KernelCounters,
+    agent_drops: Arc<AgentDrops>,
+    /// Events whose binary slot was unknown (should stay 0).
+    pub unknown_binary_events: u64,
+    last_sweep_ns: u64,
+}
+
+/// Goroutines not parked and without events for this long get checked for exit.
+const EXIT_CHECK_QUIET_NS: u64 = 2_000_000_000;
+const SWEEP_EVERY_NS: u64 = 2_000_000_000;
+
+impl State {
+    pub fn new(settings: Settings, binaries: Binaries, agent_drops: Arc<AgentDrops>) -> State {
+        State {
+            settings,
+            binaries,
+            processes: BTreeMap::new(),
+            kernel: KernelCounters::default(),
+            agent_drops,
+            unknown_binary_events: 0,
+            last_sweep_ns: 0,
+        }
+    }
+
+    /// Starts tracking `pid` (if not yet) as a process of `binary`.
+    pub fn add_process(&mut self, pid: u32, binary: Arc<AttachedBinary>) -> &mut ProcessState {
+        let now = monotonic_ns();
+        let stale = self
+            .processes
+            .get(&pid)
+            .is_some_and(|p| p.exited_ns.is_some() || p.binary.slot != binary.slot);
+        if stale {
+            // A new process with a reused pid.
+            self.processes.remove(&pid);
+        }
+        let settings = &self.settings;
+        self.processes.entry(pid).or_insert_with(|| {
+            let id = ProcessId::of(pid).ok();
+            let service = settings
+                .service
+                .clone()
+                .or_else(|| proc::service_name(pid).ok())
+                .unwrap_or_else(|| exe_base_name(&binary.exe));
+            let target = &binary.target;
+            let bias = proc::load_bias(pid, target.gopark_entry, target.gopark_vaddr)
+                .ok()
+                .or((!target.binary.is_pie()).then_some(0));
+            ProcessState {
+                pid,
+                exited_ns: if id.is_some() { None } else { Some(now) },
+                id,
+                service,
+                bias,
+                memory: ProcessMemory::open(pid).ok(),
+                binary,
+                blocking: ProcessBlocking::default(),
+                first_seen_ns: now,
+            }
+        })
+    }
+
+    pub fn apply(&mut self, batch: Batch) {
+        for event in batch {
+            match event {
+                Event::Sched(e) => self.apply_sched(e),
+                Event::Kernel(k) => self.kernel = k,
+                Event::Parked(snapshot) => {
+                    let mut by_pid: BTreeMap<u32, Vec<(u64, u64, u8, u64)>> = BTreeMap::new();
+                    for p in &snapshot.goroutines {
+                        by_pid.entry(p.pid).or_default().push((p.goid, p.g, p.reason, p.park_ns));
+                    }
+                    let limits = self.settings.retention;
+                    for (pid, p) in self.processes.iter_mut() {
+                        if p.exited_ns.is_some() {
+                            continue;
+                        }
+                        let parked = by_pid.remove(pid).unwrap_or_default();
+                        let reader = MemoryReader { memory: p.memory.as_ref(), target: &p.binary.target };
+                        p.blocking.on_parked_snapshot(&parked, snapshot.taken_ns, &limits, &reader);
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_sched(&mut self, e: SchedEvent) {
+        let (binary, pid) = match &e {
+            SchedEvent::Block { binary, pid, .. } | SchedEvent::ResumeUnmatched { binary, pid, .. } => {
+                (*binary as u32, *pid)
+            }
+        };
+        let known = self.processes.get(&pid).is_some_and(|p| p.binary.slot == binary && p.exited_ns.is_none());
+        if !known {
+            let Some(b) = self.binaries.read().expect("not poisoned").get(&binary).cloned() else {
+                self.unknown_binary_events += 1;
+                return;
+            };
+            self.add_process(pid, b);
+        }
+        let limits = self.settings.retention;
+        let p = self.processes.get_mut(&pid).expect("added above");
+        let reader = MemoryReader { memory: p.memory.as_ref(), target: &p.binary.target };
+        match e {
+            SchedEvent::Block { goid, g, reason, park_ns, resume_ns, frames, .. } => {
+                p.blocking.on_block(goid, g, reason, park_ns, resume_ns, &frames, &limits, &reader)
+            }
+            SchedEvent::ResumeUnmatched { goid, g, resume_ns, .. } => {
+                p.blocking.on_resume_unmatched(goid, g, resume_ns, &limits, &reader)
+            }
+        }
+    }
+
+    /// Periodic upkeep: notices exited processes and goroutines, applies retention.
+    pub fn maintain(&mut self, now_ns: u64) {
+        let limits = self.settings.retention;
+        let keep_for = self.settings.retain_process_for_ns;
+        self.processes.retain(|_, p| match p.exited_ns {
+            Some(at) => now_ns.saturating_sub(at) <= keep_for,
+            None => true,
+        });
+        let sweep = now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_EVERY_NS;
+        for p in self.processes.values_mut() {
+            if p.exited_ns.is_none() && !p.id.is_some_and(|id| id.is_alive()) {
+                log::info!("process {} ({}) exited; keeping what was measured", p.pid, p.service);
+                p.exited_ns = Some(now_ns);
+                p.memory = None;
+                p.blocking.process_exited(now_ns);
+            }
+            if sweep {
+                let reader = MemoryReader { memory: p.memory.as_ref(), target: &p.binary.target };
+                p.blocking.sweep(now_ns, EXIT_CHECK_QUIET_NS, &limits, &reader);
+            }
+        }
+        if sweep {
+            self.last_sweep_ns = now_ns;
+        }
+    }
+
+    pub fn agent_drops(&self) -> &AgentDrops {
+        &self.agent_drops
+    }
+
+    /// Whether any process is still being watched.
+    pub fn any_alive(&self) -> bool {
+        self.processes.values().any(|p| p.exited_ns.is_none())
+    }
+}
+
+fn exe_base_name(exe: &str) -> String {
+    exe.rsplit('/').next().unwrap_or(exe).to_string()
+}
+
+/// The aggregator task.
+pub struct Aggregator {
+    state: State,
+    events: mpsc::Receiver<Batch>,
+    queries: mpsc::Receiver<Query>,
+}
+
+impl Aggregator {
+    pub fn new(state: State, events: mpsc::Receiver<Batch>) -> (Aggregator, QueryHandle) {
+        let (tx, queries) = mpsc::channel(64);
+        (Aggregator { state, events, queries }, QueryHandle(tx))
+    }
+
+    pub fn state_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+
+    /// Runs until the collector is gone; answers queries all along.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                batch = self.events.recv() => match batch {
+                    Some(batch) => self.state.apply(batch),
+                    None => break,
+                },
+                Some(q) = self.queries.recv() => self.answer(q),
+                _ = tick.tick() => self.state.maintain(monotonic_ns()),
+            }
+        }
+        // Keep answering what was measured.
+        while let Some(q) = self.queries.recv().await {
+            self.answer(q);
+        }
+    }
+
+    fn answer(&mut self, q: Query) {
+        let now = monotonic_ns();
+        match q {
+            Query::Metrics(reply) => {
+                let _ = reply.send(view::metrics(&self.state));
+            }
+            Query::Goroutines { pid, reply } => {
+                let _ = reply.send(view::goroutines(&self.state, pid, now));
+            }
+            Query::Processes(reply) => {
+                let _ = reply.send(view::processes(&self.state, now));
+            }
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The state of one target process: blocking per wait reason, and per goroutine.
+//!
+//! Pure bookkeeping over decoded events; the only outside reads are of the target's memory
+//! (through [`GoroutineReader`]) to learn where a goroutine was created and whether it exited.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use super::histogram::DurationHistogram;
+
+/// Where a goroutine comes from, as raw runtime addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// `g.gopc`: the PC of the `go` statement that created it.
+    pub gopc: u64,
+    /// `g.startpc`: the function it started in.
+    pub startpc: u64,
+}
+
+/// What the agent may learn by reading a goroutine's `runtime.g` in the target's memory.
+pub trait GoroutineReader {
+    /// The origin of goroutine `goid` whose `g` is at `g`, if that `g` still holds it.
+    fn origin(&self, g: u64, goid: u64) -> Option<Origin>;
+    /// Whether goroutine `goid` has exited: its `g` is dead or was reused. None if unknown.
+    fn has_exited(&self, g: u64, goid: u64) -> Option<bool>;
+}
+
+/// Blocking of one wait reason, process-wide.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReasonStats {
+    pub histogram: DurationHistogram,
+}
+
+/// What a goroutine is doing, as far as the probes tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoroutineState {
+    /// Not parked: running, runnable, or in a system call.
+    Running,
+    /// Parked since `since_ns` (CLOCK_MONOTONIC) for `reason`.
+    Waiting { reason: u8, since_ns: u64 },
+    /// Exited (noticed at `at_ns`).
+    Exited { at_ns: u64 },
+}
+
+/// One goroutine's blocking for one reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoroutineBlocking {
+    pub reason: u8,
+    pub count: u64,
+    pub blocked_ns: u64,
+    pub max_ns: u64,
+    /// Return addresses of the longest block (empty if it was shorter than the capture
+    /// threshold).
+    pub max_frames: Box<[u64]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Goroutine {
+    pub goid: u64,
+    /// Address of its `runtime.g` (reused by the runtime after exit).
+    pub g: u64,
+    pub first_seen_ns: u64,
+    pub last_event_ns: u64,
+    pub state: GoroutineState,
+    pub origin: Option<Origin>,
+    pub blocking: Vec<GoroutineBlocking>,
+}
+
+impl Goroutine {
+    fn new(goid: u64, g: u64, now_ns: u64) -> Goroutine {
+        Goroutine {
+            goid,
+            g,
+            first_seen_ns: now_ns,
+            last_event_ns: now_ns,
+            state: GoroutineState::Running,
+            origin: None,
+            blocking: Vec::new(),
+        }
+    }
+
+    fn record_block(&mut self, reason: u8, ns: u64, frames: &[u64]) {
+        let b = match self.blocking.iter_mut().position(|b| b.reason == reason) {
+            Some(i) => &mut self.blocking[i],
+            None => {
+                self.blocking.push(GoroutineBlocking {
+                    reason,
+                    count: 0,
+                    blocked_ns: 0,
+                    max_ns: 0,
+                    max_frames: Box::default(),
+                });
+                self.blocking.last_mut().expect("just pushed")
+            }
+        };
+        b.count += 1;
+        b.blocked_ns = b.blocked_ns.saturating_add(ns);
+        if ns >= b.max_ns {
+            b.max_ns = ns;
+            if !frames.is_empty() || b.max_frames.is_empty() {
+                b.max_frames = frames.into();
+            }
+        }
+    }
+}
+
+/// Limits that keep a process's state bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Live goroutines tracked at most.
+    pub max_goroutines: usize,
+    /// Exited goroutines kept at most.
+    pub max_exited: usize,
+    /// How long exited goroutines are kept.
+    pub exited_for_ns: u64,
+}
+
+/// Blocking of one process.
+#[derive(Debug, Default)]
+pub struct ProcessBlocking {
+    /// Completed parks by raw wait reason.
+    pub reasons: BTreeMap<u8, ReasonStats>,
+    /// Goroutines parked now, by raw wait reason (from the last in-flight snapshot).
+    pub parked_now: BTreeMap<u8, u64>,
+    pub goroutines: HashMap<u64, Goroutine>,
+    /// Exited goroutines, oldest first: (noticed at, goid).
+    exited: VecDeque<(u64, u64)>,
+    /// Goroutines not tracked because `max_goroutines` was reached.
+    pub untracked_goroutines: u64,
+    /// Resumes of parks that began before gort attached.
+    pub resumes_unmatched: u64,
+}
+
+impl ProcessBlocking {
+    /// A park seen from start to end.
+    #[expect(clippy::too_many_arguments, reason = "the fields of one event")]
+    pub fn on_block(
+        &mut self,
+        goid: u64,
+        g: u64,
+        reason: u8,
+        park_ns: u64,
+        resume_ns: u64,
+        frames: &[u64],
+        limits: &Retention,
+        reader: &dyn GoroutineReader,
+    ) {
+        let ns = resume_ns.saturating_sub(park_ns);
+        self.reasons.entry(reason).or_default().histogram.record(ns);
+        if let Some(gr) = self.goroutine(goid, g, resume_ns, limits, reader) {
+            gr.record_block(reason, ns, frames);
+            gr.state = GoroutineState::Running;
+            gr.last_event_ns = resume_ns;
+        }
+    }
+
+    /// A goroutine ran again whose park began before gort attached.
+    pub fn on_resume_unmatched(
+        &mut self,
+        goid: u64,
+        g: u64,
+        resume_ns: u64,
+        limits: &Retention,
+        reader: &dyn GoroutineReader,
+    ) {
+        self.resumes_unmatched += 1;
+        if let Some(gr) = self.goroutine(goid, g, resume_ns, limits, reader) {
+            gr.state = GoroutineState::Running;
+            gr.last_event_ns = resume_ns;
+        }
+    }
+
+    /// The goroutines of this process parked at `taken_ns`: (goid, g, reason, park_ns).
+    pub fn on_parked_snapshot(
+        &mut self,
+        parked: &[(u64, u64, u8, u64)],
+        taken_ns: u64,
+        limits: &Retention,
+        reader: &dyn GoroutineReader,
+    ) {
+        self.parked_now.clear();
+        for &(_, _, reason, _) in parked {
+            *self.parked_now.entry(reason).or_default() += 1;
+        }
+        // Goroutines no longer in the map have resumed (their event may still be on its way).
+        for gr in self.goroutines.values_mut() {
+            if matches!(gr.state, GoroutineState::Waiting { .. }) {
+                gr.state = GoroutineState::Running;
+            }
+        }
+        for &(goid, g, reason, park_ns) in parked {
+            if let Some(gr) = self.goroutine(goid, g, taken_ns, limits, reader) {
+                gr.state = GoroutineState::Waiting { reason, since_ns: park_ns };
+            }
+        }
+    }
+
+    /// Finds or starts tracking a goroutine; None when at the tracking limit.
+    fn goroutine(
+        &mut self,
+        goid: u64,
+        g: u64,
+        now_ns: u64,
+        limits: &Retention,
+        reader: &dyn GoroutineReader,
+    ) -> Option<&mut Goroutine> {
+        let live = self.goroutines.len() - self.exited.len();
+        if !self.goroutines.contains_key(&goid) {
+            if live >= limits.max_goroutines {
+                self.untracked_goroutines += 1;
+                return None;
+            }
+            let mut gr = Goroutine::new(goid, g, now_ns);
+            gr.origin = reader.origin(g, goid);
+            self.goroutines.insert(goid, gr);
+        }
+        let gr = self.goroutines.get_mut(&goid).expect("present");
+        if let GoroutineState::Exited { .. } = gr.state {
+            // An event after exit means the exit check raced with a reused goid: trust events.
+            self.exited.retain(|&(_, id)| id != goid);
+            gr.state = GoroutineState::Running;
+        }
+        gr.g = g;
+        Some(gr)
+    }
+
+    /// Notices goroutines that exited since `quiet_ns` (not parked, no event since), and
+    /// drops exited ones beyond the retention limits.
+    pub fn sweep(&mut self, now_ns: u64, quiet_ns: u64, limits: &Retention, reader: &dyn GoroutineReader) {
+        for gr in self.goroutines.values_mut() {
+            if gr.state == GoroutineState::Running
+                && now_ns.saturating_sub(gr.last_event_ns) >= quiet_ns
+                && reader.has_exited(gr.g, gr.goid) == Some(true)
+            {
+                gr.state = GoroutineState::Exited { at_ns: now_ns };
+                self.exited.push_back((now_ns, gr.goid));
+            }
+        }
+        while let Some(&(at, goid)) = self.exited.front() {
+            let too_many = self.exited.len() > limits.max_exited;
+            let too_old = now_ns.saturating_sub(at) > limits.exited_for_ns;
+            if !(too_many || too_old) {
+                break;
+            }
+            self.exited.pop_front();
+            self.goroutines.remove(&goid);
+        }
+    }
+
+    /// Marks every live goroutine exited (the process is gone).
+    pub fn process_exited(&mut self, now_ns: u64) {
+        self.parked_now.clear();
+        for gr in self.goroutines.values_mut() {
+            if !matches!(gr.state, GoroutineState::Exited { .. }) {
+                gr.state = GoroutineState::Exited { at_ns: now_ns };
+                self.exited.push_back((now_ns, gr.goid));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct FakeMemory {
+        exited: RefCell<Vec<u64>>,
+    }
+
+    impl GoroutineReader for FakeMemory {
+        fn origin(&self, g: u64, goid: u64) -> Option<Origin> {
+            Some(Origin { gopc: g + goid, startpc: g })
+        }
+        fn has_exited(&self, _g: u64, goid: u64) -> Option<bool> {
+            Some(self.exited.borrow().contains(&goid))
+        }
+    }
+
+    const LIMITS: Retention = Retention { max_goroutines: 3, max_exited: 2, exited_for_ns: 1_000 };
+
+    #[test]
+    fn blocks_accumulate_per_reason_and_goroutine() {
+        let mem = FakeMemory::default();
+        let mut p = ProcessBlocking::default();
+        p.on_block(7, 0x100, 14, 1_000, 21_000, &[], &LIMITS, &mem);
+        p.on_block(7, 0x100, 14, 30_000, 35_000, &[0xabc], &LIMITS, &mem);
+        p.on_block(7, 0x100, 3, 40_000, 40_500, &[], &LIMITS, &mem);
+        p.on_block(8, 0x200, 14, 0, 100, &[], &LIMITS, &mem);
+        assert_eq!(p.reasons[&14].histogram.count(), 3);
+        assert_eq!(p.reasons[&14].histogram.sum_ns(), 25_100);
+        let g7 = &p.goroutines[&7];
+        assert_eq!(g7.origin, Some(Origin { gopc: 0x107, startpc: 0x100 }));
+        let chan = g7.blocking.iter().find(|b| b.reason == 14).unwrap();
+        assert_eq!((chan.count, chan.blocked_ns, chan.max_ns), (2, 25_000, 20_000));
+        // The longest block had no frames captured; a shorter one's frames do not replace it.
+        assert!(chan.max_frames.is_empty());
+        assert_eq!(g7.blocking.len(), 2);
+    }
+
+    #[test]
+    fn parked_snapshot_sets_state_and_gauge() {
+        let mem = FakeMemory::default();
+        let mut p = ProcessBlocking::default();
+        p.on_parked_snapshot(&[(7, 0x100, 14, 500), (8, 0x200, 14, 600), (9, 0x300, 3, 700)], 1_000, &LIMITS, &mem);
+        assert_eq!(p.parked_now, BTreeMap::from([(3, 1), (14, 2)]));
+        assert_eq!(p.goroutines[&8].state, GoroutineState::Waiting { reason: 14, since_ns: 600 });
+        p.on_parked_snapshot(&[(9, 0x300, 3, 700)], 2_000, &LIMITS, &mem);
+        assert_eq!(p.parked_now, BTreeMap::from([(3, 1)]));
+        assert_eq!(p.goroutines[&8].state, GoroutineState::Running);
+    }
+
+    #[test]
+    fn tracking_and_retention_are_bounded() {
+        let mem = FakeMemory::default();
+        let mut p = ProcessBlocking::default();
+        for goid in 1..=5 {
+            p.on_block(goid, goid * 0x100, 14, 0, 10, &[], &LIMITS, &mem);
+        }
+        assert_eq!(p.goroutines.len(), 3);
+        assert_eq!(p.untracked_goroutines, 2);
+        // Still counted process-wide.
+        assert_eq!(p.reasons[&14].histogram.count(), 5);
+
+        mem.exited.borrow_mut().extend([1, 2, 3]);
+        p.sweep(100, 50, &LIMITS, &mem);
+        // Three exited, two kept.
+        assert_eq!(p.goroutines.len(), 2);
+        assert!(p.goroutines.values().all(|g| matches!(g.state, GoroutineState::Exited { at_ns: 100 })));
+        // Room for new goroutines again.
+        p.on_block(6, 0x600, 14, 0, 10, &[], &LIMITS, &mem);
+        assert!(p.goroutines.contains_key(&6));
+        // Old exited goroutines age out.
+        p.sweep(5_000, 50, &LIMITS, &mem);
+        assert_eq!(p.goroutines.keys().copied().collect::<Vec<_>>(), vec![6]);
+    }
+}

@@ -1,0 +1,321 @@
+//! Snapshots of the state, in the shapes the exporters publish: built by the aggregator on
+//! request, owned by the exporter afterwards.
+
+use serde::Serialize;
+
+use super::{
+    ProcessState, State,
+    histogram::DurationHistogram,
+    process::{GoroutineBlocking, GoroutineState},
+};
+use crate::{collect::monotonic_ns, target::GoTarget};
+
+/// What /metrics shows.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsView {
+    pub processes: Vec<ProcessMetrics>,
+    /// (cause, count) of everything the agent could not deliver.
+    pub lost: Vec<(&'static str, u64)>,
+    /// Kernel activity: (stat, count).
+    pub probe_stats: Vec<(&'static str, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProcessMetrics {
+    pub pid: u32,
+    pub service: String,
+    pub exited: bool,
+    pub reasons: Vec<ReasonMetrics>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReasonMetrics {
+    pub reason: String,
+    pub histogram: DurationHistogram,
+    pub parked_now: u64,
+}
+
+pub fn metrics(state: &State) -> MetricsView {
+    let processes = state
+        .processes
+        .values()
+        .map(|p| {
+            let target = &p.binary.target;
+            let mut reasons: std::collections::BTreeMap<u8, ReasonMetrics> = Default::default();
+            let name = |raw: u8| target.wait_reason_name(raw).0.to_string();
+            for (&raw, stats) in &p.blocking.reasons {
+                reasons.insert(raw, ReasonMetrics { reason: name(raw), histogram: stats.histogram.clone(), parked_now: 0 });
+            }
+            for (&raw, &n) in &p.blocking.parked_now {
+                reasons
+                    .entry(raw)
+                    .or_insert_with(|| ReasonMetrics {
+                        reason: name(raw),
+                        histogram: DurationHistogram::default(),
+                        parked_now: 0,
+                    })
+                    .parked_now = n;
+            }
+            ProcessMetrics {
+                pid: p.pid,
+                service: p.service.clone(),
+                exited: p.exited_ns.is_some(),
+                reasons: reasons.into_values().collect(),
+            }
+        })
+        .collect();
+    use agent_common::{DropCause, Stat};
+    let k = &state.kernel;
+    let mut lost: Vec<(&'static str, u64)> =
+        DropCause::ALL.iter().map(|c| (c.label(), k.drops[*c as usize])).collect();
+    lost.push((
+        "agent_channel_full",
+        state.agent_drops().channel_full.load(std::sync::atomic::Ordering::Relaxed),
+    ));
+    let probe_stats = vec![
+        ("parks", k.stats[Stat::Parks as usize]),
+        ("resumes", k.stats[Stat::Resumes as usize]),
+        ("resumes_unmatched", k.stats[Stat::ResumesUnmatched as usize]),
+    ];
+    MetricsView { processes, lost, probe_stats }
+}
+
+/// A source location.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Frame {
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockingView {
+    pub reason: String,
+    pub count: u64,
+    pub blocked_ns: u64,
+    pub max_ns: u64,
+    /// The first user-code frame of the longest block (absent when it was shorter than
+    /// `--frame-min-block`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_frame: Option<Frame>,
+    /// The stack of the longest block, innermost first, from `runtime.gopark`'s caller.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub max_stack: Vec<Frame>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GoroutineView {
+    pub pid: u32,
+    pub goid: u64,
+    /// `waiting` (parked), `running` (not parked: running, runnable or in a syscall), or
+    /// `exited`.
+    pub state: &'static str,
+    /// The wait reason while `waiting`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Since when it is waiting (wall clock), while `waiting`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_since_unix_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_ns: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<Frame>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_function: Option<String>,
+    pub first_seen_unix_ns: u64,
+    pub last_event_unix_ns: u64,
+    /// Total of `blocking[].blocked_ns`.
+    pub blocked_ns: u64,
+    pub blocking: Vec<BlockingView>,
+}
+
+/// Converts CLOCK_MONOTONIC nanoseconds to wall-clock nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy)]
+pub struct WallClock {
+    offset_ns: i128,
+}
+
+impl WallClock {
+    pub fn now() -> WallClock {
+        let mono = monotonic_ns() as i128;
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or(0);
+        WallClock { offset_ns: wall - mono }
+    }
+
+    pub fn unix_ns(&self, mono_ns: u64) -> u64 {
+        (mono_ns as i128 + self.offset_ns).max(0) as u64
+    }
+}
+
+pub fn goroutines(state: &State, pid: Option<u32>, now_ns: u64) -> Vec<GoroutineView> {
+    let clock = WallClock::now();
+    let mut out = Vec::new();
+    for p in state.processes.values().filter(|p| pid.is_none_or(|want| want == p.pid)) {
+        let target = &p.binary.target;
+        let sym = Symbolizer { process: p, target };
+        let mut gs: Vec<_> = p.blocking.goroutines.values().collect();
+        gs.sort_by_key(|g| g.goid);
+        for g in gs {
+            let (state_name, reason, since) = match g.state {
+                GoroutineState::Running => ("running", None, None),
+                GoroutineState::Waiting { reason, since_ns } => {
+                    ("waiting", Some(target.wait_reason_name(reason).0.to_string()), Some(since_ns))
+                }
+                GoroutineState::Exited { .. } => ("exited", None, None),
+            };
+            let mut blocking: Vec<BlockingView> = g.blocking.iter().map(|b| blocking_view(b, &sym)).collect();
+            blocking.sort_by(|a, b| b.blocked_ns.cmp(&a.blocked_ns));
+            out.push(GoroutineView {
+                pid: p.pid,
+                goid: g.goid,
+                state: state_name,
+                reason,
+                waiting_since_unix_ns: since.map(|s| clock.unix_ns(s)),
+                waiting_ns: since.map(|s| now_ns.saturating_sub(s)),
+                created_by: g.origin.and_then(|o| sym.call_site(o.gopc)),
+                start_function: g.origin.and_then(|o| sym.function(o.startpc)),
+                first_seen_unix_ns: clock.unix_ns(g.first_seen_ns),
+                last_event_unix_ns: clock.unix_ns(g.last_event_ns),
+                blocked_ns: g.blocking.iter().map(|b| b.blocked_ns).sum(),
+                blocking,
+            });
+        }
+    }
+    out
+}
+
+fn blocking_view(b: &GoroutineBlocking, sym: &Symbolizer) -> BlockingView {
+    let max_stack: Vec<Frame> = b.max_frames.iter().filter_map(|&pc| sym.call_site(pc)).collect();
+    BlockingView {
+        reason: sym.target.wait_reason_name(b.reason).0.to_string(),
+        count: b.count,
+        blocked_ns: b.blocked_ns,
+        max_ns: b.max_ns,
+        max_frame: sym.user_frame(&max_stack).cloned(),
+        max_stack,
+    }
+}
+
+/// Turns runtime addresses of one process into functions and source lines.
+struct Symbolizer<'a> {
+    process: &'a ProcessState,
+    target: &'a GoTarget,
+}
+
+impl Symbolizer<'_> {
+    /// The function containing runtime address `pc`.
+    fn function(&self, pc: u64) -> Option<String> {
+        let addr = self.process.link_address(pc)?;
+        self.target.binary.pclntab().func_at(addr).map(|f| f.name)
+    }
+
+    /// The call at return address (or `go` statement PC) `pc`: its function, file and line.
+    /// The instruction before `pc` is the call, as the runtime's own tracebacks look it up
+    /// (runtime/traceback.go, printcreatedby1).
+    fn call_site(&self, pc: u64) -> Option<Frame> {
+        let addr = self.process.link_address(pc)?;
+        let pclntab = self.target.binary.pclntab();
+        let f = pclntab.func_at(addr)?;
+        let at = if addr > f.entry { addr - 1 } else { addr };
+        let (file, line) = pclntab.line_at(at)?;
+        Some(Frame { function: f.name, file, line })
+    }
+
+    /// The frame a developer would look at: the first outside the Go runtime and standard
+    /// library (the main module or a dependency), else the first outside the runtime.
+    fn user_frame<'f>(&self, stack: &'f [Frame]) -> Option<&'f Frame> {
+        let info = self.target.binary.build_info();
+        let is_module_code = |f: &Frame| {
+            let pkg = package_of(&f.function);
+            pkg == "main"
+                || info.main_module.as_ref().is_some_and(|m| under_module(pkg, &m.path))
+                || info.deps.iter().any(|d| under_module(pkg, &d.path))
+        };
+        stack.iter().find(|f| is_module_code(f)).or_else(|| {
+            stack.iter().find(|f| {
+                let pkg = package_of(&f.function);
+                pkg != "runtime" && !pkg.starts_with("internal/") && !pkg.starts_with("runtime/")
+            })
+        })
+    }
+}
+
+fn under_module(pkg: &str, module: &str) -> bool {
+    pkg == module || pkg.strip_prefix(module).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The import path of a Go function's package: `net/http.(*conn).serve` → `net/http`,
+/// `github.com/a/b.F` → `github.com/a/b`.
+fn package_of(function: &str) -> &str {
+    let last_slash = function.rfind('/').map_or(0, |i| i + 1);
+    match function[last_slash..].find('.') {
+        Some(dot) => &function[..last_slash + dot],
+        None => function,
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessView {
+    pub pid: u32,
+    pub service: String,
+    pub exe: String,
+    pub go_version: String,
+    /// `attached` or `exited`.
+    pub state: &'static str,
+    pub first_seen_unix_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exited_unix_ns: Option<u64>,
+    pub pie: bool,
+    pub stripped: bool,
+    pub offsets_source: String,
+    pub wait_reasons_source: String,
+    pub goroutines_tracked: usize,
+    pub goroutines_untracked: u64,
+    pub resumes_unmatched: u64,
+}
+
+pub fn processes(state: &State, _now_ns: u64) -> Vec<ProcessView> {
+    let clock = WallClock::now();
+    state
+        .processes
+        .values()
+        .map(|p| {
+            let t = &p.binary.target;
+            ProcessView {
+                pid: p.pid,
+                service: p.service.clone(),
+                exe: p.binary.exe.clone(),
+                go_version: t.go_version().to_string(),
+                state: if p.exited_ns.is_some() { "exited" } else { "attached" },
+                first_seen_unix_ns: clock.unix_ns(p.first_seen_ns),
+                exited_unix_ns: p.exited_ns.map(|e| clock.unix_ns(e)),
+                pie: t.binary.is_pie(),
+                stripped: !t.binary.has_symtab(),
+                offsets_source: format!("{:?}", t.offsets.source).to_lowercase(),
+                wait_reasons_source: format!("{:?}", t.wait_reasons.source).to_lowercase(),
+                goroutines_tracked: p.blocking.goroutines.len(),
+                goroutines_untracked: p.blocking.untracked_goroutines,
+                resumes_unmatched: p.blocking.resumes_unmatched,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packages_of_functions() {
+        assert_eq!(package_of("main.worker"), "main");
+        assert_eq!(package_of("main.(*server).handle.func1"), "main");
+        assert_eq!(package_of("net/http.(*conn).serve"), "net/http");
+        assert_eq!(package_of("github.com/acme/app/internal/db.(*Pool).Get"), "github.com/acme/app/internal/db");
+        assert_eq!(package_of("runtime.gopark"), "runtime");
+        assert!(under_module("github.com/acme/app/db", "github.com/acme/app"));
+        assert!(!under_module("github.com/acme/application", "github.com/acme/app"));
+    }
+}

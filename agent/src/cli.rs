@@ -1,0 +1,135 @@
+//! Command-line interface of the `gort` binary.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+/// gort: where the goroutines of a running Go service spend their time blocked, measured from
+/// outside with eBPF uprobes, on any unmodified Go binary.
+#[derive(Parser, Debug)]
+#[command(name = "gort", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Attach to Go processes and serve what they block on (needs root).
+    Run(RunOptions),
+    /// Tell whether gort can attach to a Go binary, and what it found in it (no root needed).
+    Inspect(InspectOptions),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunOptions {
+    /// Attach to this process.
+    #[arg(long, required_unless_present = "exe", conflicts_with = "exe")]
+    pub pid: Option<u32>,
+
+    /// Attach to every process running this executable, now and later.
+    #[arg(long)]
+    pub exe: Option<PathBuf>,
+
+    /// Address of the HTTP server (/metrics and the JSON API).
+    #[arg(long, default_value = "127.0.0.1:9464", env = "GORT_LISTEN")]
+    pub listen: SocketAddr,
+
+    /// The `service` label (default: the target's OTEL_SERVICE_NAME, else its executable name).
+    #[arg(long)]
+    pub service: Option<String>,
+
+    /// Capture the stack frames of blocks at least this long (a few reads of the target's
+    /// stack per such block). 0 captures every block.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub frame_min_block: Duration,
+
+    /// How often the agent drains the kernel's event buffer.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    pub drain_interval: Duration,
+
+    /// Size of the kernel's event ring buffer, in MiB (a power of two).
+    #[arg(long, default_value_t = 8)]
+    pub ringbuf_mib: u32,
+
+    /// How many goroutines can be parked at once across all targets before parks are dropped
+    /// (and counted as lost).
+    #[arg(long, default_value_t = 131_072)]
+    pub max_parked: u32,
+
+    /// Goroutines per process tracked at most; beyond it new goroutines are counted, not kept.
+    #[arg(long, default_value_t = 500_000)]
+    pub max_goroutines: usize,
+
+    /// Exited goroutines kept per process for the API (oldest dropped first).
+    #[arg(long, default_value_t = 10_000)]
+    pub retain_exited: usize,
+
+    /// How long exited goroutines stay in the API.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub retain_exited_for: Duration,
+
+    /// How long an exited process's series stay on /metrics and in the API.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub retain_exited_process_for: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectOptions {
+    /// The Go executable to inspect.
+    pub binary: PathBuf,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses durations like `20ms`, `1.5s`, `5m`, `250us`, `100ns`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("`{s}` has no unit (ns, us, ms, s, m, h)"))?;
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` does not start with a number"))?;
+    let nanos_per_unit = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}` (ns, us, ms, s, m, h)")),
+    };
+    let nanos = value * nanos_per_unit;
+    if !nanos.is_finite() || nanos < 0.0 || nanos > u64::MAX as f64 {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(Duration::from_nanos(nanos as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("20ms"), Ok(Duration::from_millis(20)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("0ns"), Ok(Duration::ZERO));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("ms").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("1e400s").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

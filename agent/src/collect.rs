@@ -1,0 +1,184 @@
+//! Moves what the kernel side measured to the aggregator, and nothing more: drains the event
+//! ring buffer on a short timer (the probes submit without waking anyone), reads the kernel's
+//! drop and activity counters and the set of goroutines parked right now, and pushes it all
+//! into a bounded channel. What does not fit is counted, never waited for.
+
+use std::{
+    collections::HashSet,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use agent_common::{DropCause, Stat};
+use tokio::sync::mpsc;
+
+use crate::probes::{
+    KernelMaps,
+    sched::{self, SchedEvent},
+};
+
+/// What the collector hands to the aggregator.
+#[derive(Debug)]
+pub enum Event {
+    Sched(SchedEvent),
+    /// Totals of the kernel's per-CPU counters.
+    Kernel(KernelCounters),
+    /// The goroutines parked right now (the in-flight map), read at `taken_ns`.
+    Parked(ParkedSnapshot),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// By [`DropCause`] slot.
+    pub drops: [u64; DropCause::COUNT as usize],
+    /// By [`Stat`] slot.
+    pub stats: [u64; Stat::COUNT as usize],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedGoroutine {
+    pub pid: u32,
+    pub goid: u64,
+    pub g: u64,
+    pub reason: u8,
+    pub park_ns: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ParkedSnapshot {
+    pub taken_ns: u64,
+    pub goroutines: Vec<ParkedGoroutine>,
+}
+
+pub type Batch = Vec<Event>;
+
+/// Events the agent itself could not pass on (the aggregator fell behind).
+#[derive(Debug, Default)]
+pub struct AgentDrops {
+    pub channel_full: AtomicU64,
+}
+
+pub struct Collector {
+    maps: KernelMaps,
+    tx: mpsc::Sender<Batch>,
+    drops: Arc<AgentDrops>,
+    drain_interval: Duration,
+    snapshot_every: u32,
+}
+
+impl Collector {
+    pub fn new(
+        maps: KernelMaps,
+        tx: mpsc::Sender<Batch>,
+        drops: Arc<AgentDrops>,
+        drain_interval: Duration,
+        snapshot_interval: Duration,
+    ) -> Collector {
+        let drain_interval = drain_interval.max(Duration::from_millis(1));
+        let snapshot_every =
+            (snapshot_interval.as_nanos() / drain_interval.as_nanos()).clamp(1, u32::MAX as u128) as u32;
+        Collector { maps, tx, drops, drain_interval, snapshot_every }
+    }
+
+    /// Runs until the aggregator goes away.
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(self.drain_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n: u32 = 0;
+        loop {
+            tick.tick().await;
+            let mut batch = self.drain();
+            n = n.wrapping_add(1);
+            if n % self.snapshot_every == 0 {
+                batch.push(Event::Kernel(self.kernel_counters()));
+                batch.push(Event::Parked(self.parked_snapshot()));
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            match self.tx.try_send(batch) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(batch)) => {
+                    let lost = batch.iter().filter(|e| matches!(e, Event::Sched(_))).count();
+                    self.drops.channel_full.fetch_add(lost as u64, Ordering::Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    }
+
+    /// Takes everything the ring buffer holds now.
+    fn drain(&mut self) -> Batch {
+        let mut batch = Vec::new();
+        while let Some(record) = self.maps.events.next() {
+            if let Some(e) = sched::decode(&record) {
+                batch.push(Event::Sched(e));
+            }
+        }
+        batch
+    }
+
+    fn kernel_counters(&self) -> KernelCounters {
+        let sum = |array: &aya::maps::PerCpuArray<aya::maps::MapData, u64>, i: u32| {
+            array.get(&i, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
+        };
+        let mut c = KernelCounters::default();
+        for (i, slot) in c.drops.iter_mut().enumerate() {
+            *slot = sum(&self.maps.drops, i as u32);
+        }
+        for (i, slot) in c.stats.iter_mut().enumerate() {
+            *slot = sum(&self.maps.stats, i as u32);
+        }
+        c
+    }
+
+    /// Reads the in-flight map, removing entries of processes that are gone.
+    fn parked_snapshot(&mut self) -> ParkedSnapshot {
+        let taken_ns = monotonic_ns();
+        let mut goroutines = Vec::new();
+        let mut dead = Vec::new();
+        let mut alive: HashSet<u32> = HashSet::new();
+        let mut gone: HashSet<u32> = HashSet::new();
+        for entry in self.maps.parked.iter() {
+            let Ok((key, parked)) = entry else { continue };
+            let is_alive = if alive.contains(&key.pid) {
+                true
+            } else if gone.contains(&key.pid) {
+                false
+            } else if Path::new(&format!("/proc/{}", key.pid)).exists() {
+                alive.insert(key.pid);
+                true
+            } else {
+                gone.insert(key.pid);
+                false
+            };
+            if !is_alive {
+                dead.push(key);
+                continue;
+            }
+            goroutines.push(ParkedGoroutine {
+                pid: key.pid,
+                goid: parked.goid,
+                g: key.g,
+                reason: parked.reason,
+                park_ns: parked.park_ns,
+            });
+        }
+        for key in dead {
+            let _ = self.maps.parked.remove(&key);
+        }
+        ParkedSnapshot { taken_ns, goroutines }
+    }
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,65 @@
+//! The HTTP server: `/metrics` and the JSON API.
+//!
+//! - `GET /metrics`: OpenMetrics text.
+//! - `GET /api/v1/goroutines[?pid=N]`: one entry per goroutine seen.
+//! - `GET /api/v1/processes`: the processes gort watches or watched.
+//! - `GET /healthz`.
+
+use std::net::SocketAddr;
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Deserialize;
+
+use super::prometheus;
+use crate::aggregate::QueryHandle;
+
+pub fn router(handle: QueryHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/v1/goroutines", get(goroutines))
+        .route("/api/v1/processes", get(processes))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(handle)
+}
+
+/// Binds `addr` and serves until the process ends.
+pub async fn serve(addr: SocketAddr, handle: QueryHandle) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, router(handle)).await
+}
+
+fn unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, "gort is shutting down\n").into_response()
+}
+
+async fn metrics(State(h): State<QueryHandle>) -> Response {
+    match h.metrics().await {
+        Some(view) => ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], prometheus::encode(view)).into_response(),
+        None => unavailable(),
+    }
+}
+
+#[derive(Deserialize)]
+struct PidFilter {
+    pid: Option<u32>,
+}
+
+async fn goroutines(State(h): State<QueryHandle>, Query(f): Query<PidFilter>) -> Response {
+    match h.goroutines(f.pid).await {
+        Some(list) => Json(list).into_response(),
+        None => unavailable(),
+    }
+}
+
+async fn processes(State(h): State<QueryHandle>) -> Response {
+    match h.processes().await {
+        Some(list) => Json(list).into_response(),
+        None => unavailable(),
+    }
+}

@@ -1,0 +1,4 @@
+//! Exporters: they read snapshots from the aggregator and never touch BPF maps.
+
+pub mod api;
+pub mod prometheus;

@@ -1,0 +1,175 @@
+//! `/metrics` in the OpenMetrics text format (what Prometheus negotiates), encoded by
+//! `prometheus-client` from a [`MetricsView`] snapshot.
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::{Registry, Unit},
+};
+
+use crate::aggregate::view::MetricsView;
+
+/// The content type of what [`encode`] writes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Encodes a snapshot as OpenMetrics text.
+pub fn encode(view: MetricsView) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ViewCollector(view)));
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+    out
+}
+
+#[derive(Debug)]
+struct ViewCollector(MetricsView);
+
+type Labels = Vec<(&'static str, String)>;
+
+impl Collector for ViewCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let view = &self.0;
+        let per_reason = || {
+            view.processes.iter().flat_map(|p| {
+                p.reasons.iter().map(move |r| {
+                    let labels: Labels = vec![
+                        ("pid", p.pid.to_string()),
+                        ("service", p.service.clone()),
+                        ("reason", r.reason.clone()),
+                    ];
+                    (labels, r)
+                })
+            })
+        };
+
+        let mut family = encoder.encode_descriptor(
+            "gort_goroutine_blocks",
+            "Completed goroutine parks (the goroutine ran again), by the runtime's wait reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, r) in per_reason() {
+            ConstCounter::new(r.histogram.count()).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gort_goroutine_blocked",
+            "Time goroutines spent parked, from runtime.gopark until the goroutine ran again \
+             (park to running: includes the wait in the run queue after being made ready).",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?;
+        for (labels, r) in per_reason() {
+            ConstCounter::new(r.histogram.sum_ns() as f64 / 1e9).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gort_goroutine_block_duration",
+            "Distribution of park durations (park to running), by wait reason.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (labels, r) in per_reason() {
+            let h = &r.histogram;
+            family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+                h.sum_ns() as f64 / 1e9,
+                h.count(),
+                &h.buckets_seconds(),
+                None,
+            )?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gort_goroutines_blocked",
+            "Goroutines parked right now (parked since gort attached), by wait reason.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in view.processes.iter().filter(|p| !p.exited) {
+            for r in &p.reasons {
+                let labels: Labels =
+                    vec![("pid", p.pid.to_string()), ("service", p.service.clone()), ("reason", r.reason.clone())];
+                ConstGauge::new(r.parked_now as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gort_target_up",
+            "1 while gort watches the process, 0 once it has exited (its series stay for the \
+             retention period).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &view.processes {
+            let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+            ConstGauge::new(i64::from(!p.exited)).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gort_events_lost",
+            "Events the kernel side or the agent could not deliver, by cause. Should stay 0.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cause, n) in &view.lost {
+            let labels: Labels = vec![("cause", cause.to_string())];
+            ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gort_probe_events",
+            "Probe hits seen by the kernel side, by kind (parks; resumes of parks seen; resumes \
+             of parks that began before gort attached).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, n) in &view.probe_stats {
+            let labels: Labels = vec![("kind", kind.to_string())];
+            ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{
+        histogram::DurationHistogram,
+        view::{ProcessMetrics, ReasonMetrics},
+    };
+
+    #[test]
+    fn encodes_the_contract() {
+        let mut h = DurationHistogram::default();
+        h.record(20_000_000);
+        h.record(30_000_000);
+        let view = MetricsView {
+            processes: vec![ProcessMetrics {
+                pid: 42,
+                service: "checkout".into(),
+                exited: false,
+                reasons: vec![ReasonMetrics { reason: "chan receive".into(), histogram: h, parked_now: 3 }],
+            }],
+            lost: vec![("ringbuf_full", 0)],
+            probe_stats: vec![("parks", 5)],
+        };
+        let text = encode(view);
+        let l = r#"pid="42",service="checkout",reason="chan receive""#;
+        for line in [
+            format!("gort_goroutine_blocks_total{{{l}}} 2"),
+            format!("gort_goroutine_blocked_seconds_total{{{l}}} 0.05"),
+            format!("gort_goroutine_block_duration_seconds_count{{{l}}} 2"),
+            format!("gort_goroutine_block_duration_seconds_bucket{{{l},le=\"0.025\"}} 1"),
+            format!("gort_goroutine_block_duration_seconds_bucket{{{l},le=\"0.05\"}} 2"),
+            format!("gort_goroutine_block_duration_seconds_bucket{{{l},le=\"+Inf\"}} 2"),
+            format!("gort_goroutines_blocked{{{l}}} 3"),
+            "gort_events_lost_total{cause=\"ringbuf_full\"} 0".to_string(),
+            "gort_target_up{pid=\"42\",service=\"checkout\"} 1".to_string(),
+            "# EOF".to_string(),
+        ] {
+            assert!(text.lines().any(|x| x == line), "missing `{line}` in:\n{text}");
+        }
+    }
+}

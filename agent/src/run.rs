@@ -1,0 +1,170 @@
+//! `gort run`: attach to the target processes and serve what they block on until stopped.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use tokio::{net::TcpListener, sync::mpsc};
+
+use crate::{
+    aggregate::{AttachedBinary, Aggregator, Binaries, Settings, State, process::Retention},
+    cli::RunOptions,
+    collect::{AgentDrops, Collector},
+    export::api,
+    probes::{ProbeSettings, Probes, Scope},
+    target::{
+        GoTarget,
+        process::{self, ProcessId},
+    },
+};
+
+/// How often the set of goroutines parked right now is read from the kernel.
+const PARKED_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a `--pid` target is checked for exit.
+const LIVENESS_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What to attach to.
+enum Want {
+    Pid { id: ProcessId, exe_display: String },
+    Exe { path: PathBuf },
+}
+
+pub async fn run(o: RunOptions) -> Result<()> {
+    let (want, open_path) = match (&o.pid, &o.exe) {
+        (Some(pid), _) => {
+            let id = ProcessId::of(*pid)?;
+            let exe_display = process::exe_name(*pid)?.display().to_string();
+            (Want::Pid { id, exe_display }, process::exe_path(*pid))
+        }
+        (None, Some(exe)) => {
+            let path = std::fs::canonicalize(exe).with_context(|| format!("cannot open `{}`", exe.display()))?;
+            (Want::Exe { path: path.clone() }, path)
+        }
+        (None, None) => bail!("give --pid or --exe"),
+    };
+    let target = Arc::new(GoTarget::open(&open_path)?);
+
+    // Bind before attaching: a busy port must not leave probes behind.
+    let listener = TcpListener::bind(o.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", o.listen))?;
+
+    let settings = ProbeSettings {
+        frame_min_ns: o.frame_min_block.as_nanos().min(u64::MAX as u128) as u64,
+        ringbuf_bytes: o
+            .ringbuf_mib
+            .checked_next_power_of_two()
+            .and_then(|m| m.checked_mul(1 << 20))
+            .context("--ringbuf-mib is too large")?,
+        max_parked: o.max_parked.max(1),
+    };
+    let (mut probes, maps) = Probes::load(settings)?;
+
+    let (scope, exe_display) = match &want {
+        Want::Pid { id, exe_display } => (Scope::Process(id.pid), exe_display.clone()),
+        Want::Exe { path } => (Scope::AllProcesses, path.display().to_string()),
+    };
+    let attachment = match probes.attach(&target, &open_path, scope) {
+        Ok(a) => a,
+        Err(e) => match &want {
+            Want::Pid { id, .. } if !id.is_alive() => bail!("process {} exited while gort was attaching", id.pid),
+            _ => return Err(e.into()),
+        },
+    };
+    let binary = Arc::new(AttachedBinary { slot: attachment.slot, target: target.clone(), exe: exe_display.clone() });
+    let binaries: Binaries = Arc::new(RwLock::new(BTreeMap::from([(attachment.slot, binary.clone())])));
+
+    let agent_drops = Arc::new(AgentDrops::default());
+    let mut state = State::new(
+        Settings {
+            retention: Retention {
+                max_goroutines: o.max_goroutines,
+                max_exited: o.retain_exited,
+                exited_for_ns: o.retain_exited_for.as_nanos() as u64,
+            },
+            retain_process_for_ns: o.retain_exited_process_for.as_nanos() as u64,
+            service: o.service.clone(),
+        },
+        binaries,
+        agent_drops.clone(),
+    );
+    let pids: Vec<u32> = match &want {
+        Want::Pid { id, .. } => vec![id.pid],
+        Want::Exe { path } => processes_of(path),
+    };
+    for &pid in &pids {
+        let p = state.add_process(pid, binary.clone());
+        log::info!("watching process {pid} (service {})", p.service);
+    }
+
+    let (tx, rx) = mpsc::channel(1024);
+    let collector = Collector::new(maps, tx, agent_drops, o.drain_interval, PARKED_SNAPSHOT_INTERVAL);
+    let (aggregator, handle) = Aggregator::new(state, rx);
+    tokio::spawn(collector.run());
+    tokio::spawn(aggregator.run());
+    let server = tokio::spawn(async move { axum::serve(listener, api::router(handle)).await });
+
+    eprintln!(
+        "gort: attached to {} ({}, {}; uprobes on runtime.gopark entry and {} RET) — serving http://{}/metrics",
+        match &want {
+            Want::Pid { id, .. } => format!("pid {}", id.pid),
+            Want::Exe { .. } => "every process of this executable".to_string(),
+        },
+        exe_display,
+        target.go_version(),
+        target.gopark_returns.len(),
+        o.listen,
+    );
+
+    let mut attachment = Some(attachment);
+    let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = liveness.tick() => {
+                if let Want::Pid { id, .. } = &want {
+                    if attachment.is_some() && !id.is_alive() {
+                        eprintln!("gort: process {} exited; still serving what was measured", id.pid);
+                        probes.detach(attachment.take().expect("checked"));
+                    }
+                }
+            }
+        }
+        if server.is_finished() {
+            break;
+        }
+    }
+    if let Some(a) = attachment.take() {
+        probes.detach(a);
+    }
+    if server.is_finished() {
+        server.await.context("HTTP server task")?.context("HTTP server")?;
+    }
+    Ok(())
+}
+
+/// Pids of the running processes whose executable is `path`.
+fn processes_of(path: &Path) -> Vec<u32> {
+    let Ok(want) = process::file_identity(path) else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut pids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&pid| process::exe_identity(pid) == Some(want))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+    }
+}

@@ -1,0 +1,3 @@
+module gort.test/demo
+
+go 1.21

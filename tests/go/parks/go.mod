@@ -1,0 +1,3 @@
+module gort.test/parks
+
+go 1.21
