@@ -98,7 +98,12 @@ struct MemoryReader<'a> {
     target: &'a GoTarget,
 }
 
-impl MemoryReader<'_> {
+impl<'a> MemoryReader<'a> {
+    // Borrows fields, not the whole ProcessState, so its other fields stay mutable.
+    fn of(memory: Option<&'a ProcessMemory>, target: &'a GoTarget) -> MemoryReader<'a> {
+        MemoryReader { memory, target }
+    }
+
     /// Reads the u64 at `offset` of the `g` at `g`, provided that `g` still holds `goid`.
     fn read_g_field(&self, g: u64, goid: u64, offset: u32) -> Option<u64> {
         let mem = self.memory?;
@@ -134,10 +139,6 @@ impl GoroutineReader for MemoryReader<'_> {
 }
 
 impl ProcessState {
-    fn reader(&self) -> MemoryReader<'_> {
-        MemoryReader { memory: self.memory.as_ref(), target: &self.binary.target }
-    }
-
     /// The link-time address of runtime address `pc`.
     pub fn link_address(&self, pc: u64) -> Option<u64> {
         self.bias.map(|b| pc.wrapping_sub(b))
@@ -226,7 +227,7 @@ impl State {
                             continue;
                         }
                         let parked = by_pid.remove(pid).unwrap_or_default();
-                        let reader = MemoryReader { memory: p.memory.as_ref(), target: &p.binary.target };
+                        let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
                         p.blocking.on_parked_snapshot(&parked, snapshot.taken_ns, &limits, &reader);
                     }
                 }
@@ -250,7 +251,7 @@ impl State {
         }
         let limits = self.settings.retention;
         let p = self.processes.get_mut(&pid).expect("added above");
-        let reader = MemoryReader { memory: p.memory.as_ref(), target: &p.binary.target };
+        let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
         match e {
             SchedEvent::Block { goid, g, reason, park_ns, resume_ns, frames, .. } => {
                 p.blocking.on_block(goid, g, reason, park_ns, resume_ns, &frames, &limits, &reader)
@@ -278,7 +279,7 @@ impl State {
                 p.blocking.process_exited(now_ns);
             }
             if sweep {
-                let reader = MemoryReader { memory: p.memory.as_ref(), target: &p.binary.target };
+                let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
                 p.blocking.sweep(now_ns, EXIT_CHECK_QUIET_NS, &limits, &reader);
             }
         }
@@ -291,10 +292,6 @@ impl State {
         &self.agent_drops
     }
 
-    /// Whether any process is still being watched.
-    pub fn any_alive(&self) -> bool {
-        self.processes.values().any(|p| p.exited_ns.is_none())
-    }
 }
 
 fn exe_base_name(exe: &str) -> String {
@@ -312,10 +309,6 @@ impl Aggregator {
     pub fn new(state: State, events: mpsc::Receiver<Batch>) -> (Aggregator, QueryHandle) {
         let (tx, queries) = mpsc::channel(64);
         (Aggregator { state, events, queries }, QueryHandle(tx))
-    }
-
-    pub fn state_mut(&mut self) -> &mut State {
-        &mut self.state
     }
 
     /// Runs until the collector is gone; answers queries all along.

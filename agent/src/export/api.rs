@@ -5,8 +5,6 @@
 //! - `GET /api/v1/processes`: the processes gort watches or watched.
 //! - `GET /healthz`.
 
-use std::net::SocketAddr;
-
 use axum::{
     Json, Router,
     extract::{Query, State},
@@ -26,12 +24,6 @@ pub fn router(handle: QueryHandle) -> Router {
         .route("/api/v1/processes", get(processes))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(handle)
-}
-
-/// Binds `addr` and serves until the process ends.
-pub async fn serve(addr: SocketAddr, handle: QueryHandle) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, router(handle)).await
 }
 
 fn unavailable() -> Response {

@@ -52,14 +52,6 @@ pub enum SchedEvent {
     ResumeUnmatched { binary: u8, pid: u32, goid: u64, g: u64, resume_ns: u64 },
 }
 
-impl SchedEvent {
-    pub fn pid(&self) -> u32 {
-        match self {
-            SchedEvent::Block { pid, .. } | SchedEvent::ResumeUnmatched { pid, .. } => *pid,
-        }
-    }
-}
-
 /// Decodes one ring buffer record; None for a record that is not a [`BlockEvent`].
 pub fn decode(bytes: &[u8]) -> Option<SchedEvent> {
     if bytes.len() < size_of::<BlockEvent>() {

@@ -1,0 +1,210 @@
+//! What gort needs to know about the Go runtime of a binary: field offsets of
+//! `runtime.g` and `runtime.schedt` (from DWARF) and the names of `waitReason` values
+//! (from `runtime.waitReasonStrings`), with the generated table as the fallback for
+//! stripped binaries.
+
+use std::{borrow::Cow, collections::HashMap};
+
+use gimli::{EndianSlice, RunTimeEndian};
+use object::{Object, ObjectSection};
+
+/// Where a piece of runtime knowledge came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// Read from a symbol of the binary (`runtime.waitReasonStrings`).
+    Symbol,
+    /// Read from the binary's DWARF.
+    Dwarf,
+    /// Taken from the table generated per Go release by `cargo xtask offsetgen`.
+    Table,
+}
+
+/// The names of `runtime.waitReason` values (runtime/runtime2.go `waitReasonStrings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitReasons {
+    /// Names indexed by the raw `waitReason` value; index 0 (`waitReasonZero`) is "".
+    pub names: Vec<String>,
+    /// Where the names came from.
+    pub source: Source,
+}
+
+impl WaitReasons {
+    /// The name of raw value `reason`, if the release defines it.
+    pub fn name(&self, reason: u8) -> Option<&str> {
+        self.names.get(usize::from(reason)).map(String::as_str)
+    }
+
+    /// The raw value whose name is `name`, like 14 for "chan receive" in Go 1.22.
+    pub fn value_of(&self, name: &str) -> Option<u8> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .and_then(|i| u8::try_from(i).ok())
+    }
+}
+
+/// Byte offsets of the runtime struct fields gort's probes read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RuntimeOffsets {
+    /// `runtime.g.goid` (uint64): the goroutine id.
+    pub g_goid: u32,
+    /// `runtime.g.gopc` (uintptr): pc of the `go` statement that created the goroutine.
+    pub g_gopc: u32,
+    /// `runtime.g.startpc` (uintptr): pc of the goroutine's function.
+    pub g_startpc: u32,
+    /// `runtime.g.atomicstatus` (atomic.Uint32): `_Grunning`, `_Gwaiting`, ...
+    pub g_atomicstatus: u32,
+    /// `runtime.g.waitreason` (uint8): why a waiting goroutine waits.
+    pub g_waitreason: u32,
+    /// `runtime.schedt.timeToRun` (timeHistogram): the scheduling latency histogram.
+    pub schedt_time_to_run: Option<u32>,
+    /// Where the offsets came from.
+    pub source: Source,
+}
+
+impl RuntimeOffsets {
+    /// The same offsets, attributed to `source`; for comparing offsets of different origin.
+    pub fn with_source(self, source: Source) -> RuntimeOffsets {
+        RuntimeOffsets { source, ..self }
+    }
+}
+
+/// The struct members gort needs, as (struct, member).
+const MEMBERS: &[(&str, &str)] = &[
+    ("runtime.g", "goid"),
+    ("runtime.g", "gopc"),
+    ("runtime.g", "startpc"),
+    ("runtime.g", "atomicstatus"),
+    ("runtime.g", "waitreason"),
+    ("runtime.schedt", "timeToRun"),
+];
+
+/// The largest decompressed DWARF section accepted (the biggest Go binaries have a few
+/// hundred megabytes of DWARF).
+const MAX_DWARF_SECTION: u64 = 4 << 30;
+
+/// Why offsets could not be read from DWARF.
+pub(crate) enum DwarfError {
+    Load(object::Error),
+    TooLarge { section: &'static str, size: u64 },
+    Parse(gimli::Error),
+    Missing(String),
+}
+
+/// Reads the offsets from the DWARF of the ELF file `data`.
+pub(crate) fn offsets_from_dwarf(data: &[u8]) -> Result<RuntimeOffsets, DwarfError> {
+    let file = object::File::parse(data).map_err(DwarfError::Load)?;
+    let endian = if file.is_little_endian() {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
+    };
+    // Go compresses its DWARF (SHF_COMPRESSED since Go 1.11's -compressdwarf, .zdebug_*
+    // before): `uncompressed_data` undoes either.
+    let sections = gimli::DwarfSections::load(|id| -> Result<Cow<'_, [u8]>, DwarfError> {
+        match file
+            .section_by_name(id.name())
+            .or_else(|| file.section_by_name(&id.name().replacen(".debug_", ".zdebug_", 1)))
+        {
+            Some(section) => {
+                // A corrupt compression header could ask for any size: refuse the absurd
+                // before allocating.
+                let size = section
+                    .compressed_data()
+                    .map_err(DwarfError::Load)?
+                    .uncompressed_size;
+                if size > MAX_DWARF_SECTION {
+                    return Err(DwarfError::TooLarge {
+                        section: id.name(),
+                        size,
+                    });
+                }
+                section.uncompressed_data().map_err(DwarfError::Load)
+            }
+            None => Ok(Cow::Borrowed(&[])),
+        }
+    })?;
+    let dwarf = sections.borrow(|s| EndianSlice::new(s, endian));
+    let found = struct_members(&dwarf).map_err(DwarfError::Parse)?;
+
+    let get =
+        |strukt: &str, member: &str| -> Option<u32> { found.get(strukt)?.get(member).copied() };
+    let need = |strukt: &str, member: &str| -> Result<u32, DwarfError> {
+        get(strukt, member)
+            .ok_or_else(|| DwarfError::Missing(format!("DWARF member `{member}` of `{strukt}`")))
+    };
+    Ok(RuntimeOffsets {
+        g_goid: need("runtime.g", "goid")?,
+        g_gopc: need("runtime.g", "gopc")?,
+        g_startpc: need("runtime.g", "startpc")?,
+        g_atomicstatus: need("runtime.g", "atomicstatus")?,
+        g_waitreason: need("runtime.g", "waitreason")?,
+        // timeToRun exists since Go 1.19; keep it optional for forward compatibility.
+        schedt_time_to_run: get("runtime.schedt", "timeToRun"),
+        source: Source::Dwarf,
+    })
+}
+
+/// The offsets of the members listed in [`MEMBERS`], per struct, from the first
+/// definition of each struct.
+fn struct_members(
+    dwarf: &gimli::Dwarf<EndianSlice<'_, RunTimeEndian>>,
+) -> Result<HashMap<&'static str, HashMap<&'static str, u32>>, gimli::Error> {
+    let mut found: HashMap<&'static str, HashMap<&'static str, u32>> = HashMap::new();
+    let structs: Vec<&'static str> = {
+        let mut s: Vec<_> = MEMBERS.iter().map(|&(s, _)| s).collect();
+        s.dedup();
+        s
+    };
+    let mut units = dwarf.units();
+    while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut entries = unit.entries();
+        let mut depth: isize = 0;
+        // The wanted struct being walked and its depth.
+        let mut inside: Option<(&'static str, isize)> = None;
+        while let Some((delta, entry)) = entries.next_dfs()? {
+            depth += delta;
+            if let Some((_, d)) = inside {
+                if depth <= d {
+                    inside = None;
+                }
+            }
+            match (entry.tag(), inside) {
+                (gimli::DW_TAG_structure_type, None) => {
+                    let Some(name) = entry.attr_value(gimli::DW_AT_name)? else {
+                        continue;
+                    };
+                    let name = dwarf.attr_string(&unit, name)?;
+                    if let Some(&s) = structs.iter().find(|s| s.as_bytes() == name.slice()) {
+                        if !found.contains_key(s) {
+                            found.insert(s, HashMap::new());
+                            inside = Some((s, depth));
+                        }
+                    }
+                }
+                (gimli::DW_TAG_member, Some((s, d))) if depth == d + 1 => {
+                    let Some(name) = entry.attr_value(gimli::DW_AT_name)? else {
+                        continue;
+                    };
+                    let name = dwarf.attr_string(&unit, name)?;
+                    let wanted = MEMBERS
+                        .iter()
+                        .find(|&&(ws, wm)| ws == s && wm.as_bytes() == name.slice());
+                    let offset = entry
+                        .attr_value(gimli::DW_AT_data_member_location)?
+                        .and_then(|v| v.udata_value())
+                        .and_then(|v| u32::try_from(v).ok());
+                    if let (Some(&(_, member)), Some(offset)) = (wanted, offset) {
+                        found.entry(s).or_default().insert(member, offset);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if inside.is_none() && structs.iter().all(|s| found.contains_key(s)) {
+            break;
+        }
+    }
+    Ok(found)
+}
