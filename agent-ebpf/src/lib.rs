@@ -7,11 +7,7 @@
 #![no_std]
 
 use agent_common::{DropCause, Stat};
-use aya_ebpf::{
-    macros::map,
-    maps::PerCpuArray,
-    programs::ProbeContext,
-};
+use aya_ebpf::{macros::map, maps::PerCpuArray, programs::ProbeContext};
 
 /// Drops by cause; per-CPU so counting never contends. Summed by the agent.
 #[map]

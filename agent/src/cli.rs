@@ -101,7 +101,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => 1e9,
         "m" => 60e9,
         "h" => 3600e9,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}` (ns, us, ms, s, m, h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}` (ns, us, ms, s, m, h)"
+            ));
+        }
     };
     let nanos = value * nanos_per_unit;
     if !nanos.is_finite() || nanos < 0.0 || nanos > u64::MAX as f64 {

@@ -79,9 +79,15 @@ impl Collector {
         snapshot_interval: Duration,
     ) -> Collector {
         let drain_interval = drain_interval.max(Duration::from_millis(1));
-        let snapshot_every =
-            (snapshot_interval.as_nanos() / drain_interval.as_nanos()).clamp(1, u32::MAX as u128) as u32;
-        Collector { maps, tx, drops, drain_interval, snapshot_every }
+        let snapshot_every = (snapshot_interval.as_nanos() / drain_interval.as_nanos())
+            .clamp(1, u32::MAX as u128) as u32;
+        Collector {
+            maps,
+            tx,
+            drops,
+            drain_interval,
+            snapshot_every,
+        }
     }
 
     /// Runs until the aggregator goes away.
@@ -103,8 +109,13 @@ impl Collector {
             match self.tx.try_send(batch) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(batch)) => {
-                    let lost = batch.iter().filter(|e| matches!(e, Event::Sched(_))).count();
-                    self.drops.channel_full.fetch_add(lost as u64, Ordering::Relaxed);
+                    let lost = batch
+                        .iter()
+                        .filter(|e| matches!(e, Event::Sched(_)))
+                        .count();
+                    self.drops
+                        .channel_full
+                        .fetch_add(lost as u64, Ordering::Relaxed);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
@@ -124,7 +135,10 @@ impl Collector {
 
     fn kernel_counters(&self) -> KernelCounters {
         let sum = |array: &aya::maps::PerCpuArray<aya::maps::MapData, u64>, i: u32| {
-            array.get(&i, 0).map(|per_cpu| per_cpu.iter().sum()).unwrap_or(0)
+            array
+                .get(&i, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .unwrap_or(0)
         };
         let mut c = KernelCounters::default();
         for (i, slot) in c.drops.iter_mut().enumerate() {
@@ -171,13 +185,19 @@ impl Collector {
         for key in dead {
             let _ = self.maps.parked.remove(&key);
         }
-        ParkedSnapshot { taken_ns, goroutines }
+        ParkedSnapshot {
+            taken_ns,
+            goroutines,
+        }
     }
 }
 
 /// CLOCK_MONOTONIC now, in nanoseconds: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64

@@ -91,12 +91,28 @@ fn render_text(r: &Value) -> String {
         let _ = writeln!(
             out,
             "build:         {}, {}, {}",
-            if r["pie"] == json!(true) { "PIE" } else { "not PIE" },
-            if r["stripped"] == json!(true) { "stripped (no .symtab)" } else { "with symbols" },
-            if r["dwarf"] == json!(true) { "with DWARF" } else { "no DWARF" },
+            if r["pie"] == json!(true) {
+                "PIE"
+            } else {
+                "not PIE"
+            },
+            if r["stripped"] == json!(true) {
+                "stripped (no .symtab)"
+            } else {
+                "with symbols"
+            },
+            if r["dwarf"] == json!(true) {
+                "with DWARF"
+            } else {
+                "no DWARF"
+            },
         );
         let _ = writeln!(out, "main module:   {}", s(&r["main_module"]));
-        let _ = writeln!(out, "functions:     {} in .gopclntab", s(&r["functions_in_pclntab"]));
+        let _ = writeln!(
+            out,
+            "functions:     {} in .gopclntab",
+            s(&r["functions_in_pclntab"])
+        );
     }
     if let Some(g) = r.get("gopark") {
         let _ = writeln!(
@@ -104,7 +120,10 @@ fn render_text(r: &Value) -> String {
             "runtime.gopark: entry {} (file offset {}), RET at file offsets {}",
             s(&g["vaddr"]),
             s(&g["file_offset"]),
-            g["ret_file_offsets"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(", ")).unwrap_or("-".into()),
+            g["ret_file_offsets"]
+                .as_array()
+                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+                .unwrap_or("-".into()),
         );
     }
     if let Some(o) = r.get("offsets").and_then(Value::as_object) {

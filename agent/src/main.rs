@@ -23,7 +23,13 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Inspect(o) => inspect::run(&o).map(|attachable| if attachable { ExitCode::SUCCESS } else { ExitCode::from(2) }),
+        Command::Inspect(o) => inspect::run(&o).map(|attachable| {
+            if attachable {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }),
         Command::Run(o) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{
-    aggregate::{AttachedBinary, Aggregator, Binaries, Settings, State, process::Retention},
+    aggregate::{Aggregator, AttachedBinary, Binaries, Settings, State, process::Retention},
     cli::RunOptions,
     collect::{AgentDrops, Collector},
     export::api,
@@ -41,7 +41,8 @@ pub async fn run(o: RunOptions) -> Result<()> {
             (Want::Pid { id, exe_display }, process::exe_path(*pid))
         }
         (None, Some(exe)) => {
-            let path = std::fs::canonicalize(exe).with_context(|| format!("cannot open `{}`", exe.display()))?;
+            let path = std::fs::canonicalize(exe)
+                .with_context(|| format!("cannot open `{}`", exe.display()))?;
             (Want::Exe { path: path.clone() }, path)
         }
         (None, None) => bail!("give --pid or --exe"),
@@ -71,12 +72,21 @@ pub async fn run(o: RunOptions) -> Result<()> {
     let attachment = match probes.attach(&target, &open_path, scope) {
         Ok(a) => a,
         Err(e) => match &want {
-            Want::Pid { id, .. } if !id.is_alive() => bail!("process {} exited while gort was attaching", id.pid),
+            Want::Pid { id, .. } if !id.is_alive() => {
+                bail!("process {} exited while gort was attaching", id.pid)
+            }
             _ => return Err(e.into()),
         },
     };
-    let binary = Arc::new(AttachedBinary { slot: attachment.slot, target: target.clone(), exe: exe_display.clone() });
-    let binaries: Binaries = Arc::new(RwLock::new(BTreeMap::from([(attachment.slot, binary.clone())])));
+    let binary = Arc::new(AttachedBinary {
+        slot: attachment.slot,
+        target: target.clone(),
+        exe: exe_display.clone(),
+    });
+    let binaries: Binaries = Arc::new(RwLock::new(BTreeMap::from([(
+        attachment.slot,
+        binary.clone(),
+    )])));
 
     let agent_drops = Arc::new(AgentDrops::default());
     let mut state = State::new(
@@ -102,7 +112,13 @@ pub async fn run(o: RunOptions) -> Result<()> {
     }
 
     let (tx, rx) = mpsc::channel(1024);
-    let collector = Collector::new(maps, tx, agent_drops, o.drain_interval, PARKED_SNAPSHOT_INTERVAL);
+    let collector = Collector::new(
+        maps,
+        tx,
+        agent_drops,
+        o.drain_interval,
+        PARKED_SNAPSHOT_INTERVAL,
+    );
     let (aggregator, handle) = Aggregator::new(state, rx);
     tokio::spawn(collector.run());
     tokio::spawn(aggregator.run());
@@ -144,15 +160,22 @@ pub async fn run(o: RunOptions) -> Result<()> {
         probes.detach(a);
     }
     if server.is_finished() {
-        server.await.context("HTTP server task")?.context("HTTP server")?;
+        server
+            .await
+            .context("HTTP server task")?
+            .context("HTTP server")?;
     }
     Ok(())
 }
 
 /// Pids of the running processes whose executable is `path`.
 fn processes_of(path: &Path) -> Vec<u32> {
-    let Ok(want) = process::file_identity(path) else { return Vec::new() };
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(want) = process::file_identity(path) else {
+        return Vec::new();
+    };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut pids: Vec<u32> = dir
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|&pid| process::exe_identity(pid) == Some(want))

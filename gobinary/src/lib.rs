@@ -31,7 +31,7 @@ pub use crate::{
     buildinfo::{BuildInfo, GoVersion, Module},
     elf::{Arch, Symbol},
     error::Error,
-    pclntab::{Func, Pclntab},
+    pclntab::{Func, Pclntab, SourceFrame},
     runtime::{RuntimeOffsets, Source, WaitReasons},
     table::{TableEntry, render_tables, table_entries, table_entry_for, table_entry_from},
 };
@@ -79,7 +79,7 @@ impl GoBinary {
         };
         let data = Arc::new(data);
         let build_info = read_build_info(&elf, &data, &path)?;
-        let pclntab = read_pclntab(&elf, &data, &path)?;
+        let pclntab = read_pclntab(&elf, &data, &path, build_info.go_version)?;
         Ok(GoBinary {
             path,
             data,
@@ -369,7 +369,12 @@ fn locate_build_info<'a>(elf: &Elf, data: &'a [u8]) -> Option<(u64, &'a [u8])> {
 /// to Go 1.25, where the header's textStart needed a relocation), by the
 /// `runtime.pclntab` symbol, or by scanning the loaded segments for its header, as
 /// cmd/internal/objfile (elf.go `pcln`) does for the first two.
-fn read_pclntab(elf: &Elf, data: &Arc<Vec<u8>>, path: &Path) -> Result<Pclntab, Error> {
+fn read_pclntab(
+    elf: &Elf,
+    data: &Arc<Vec<u8>>,
+    path: &Path,
+    version: GoVersion,
+) -> Result<Pclntab, Error> {
     let by_section = [".gopclntab", ".data.rel.ro.gopclntab"]
         .iter()
         .filter_map(|name| elf.section(name))
@@ -396,16 +401,20 @@ fn read_pclntab(elf: &Elf, data: &Arc<Vec<u8>>, path: &Path) -> Result<Pclntab, 
                 continue;
             }
         };
-        let Some(text_start) = text_start(elf, data, vaddr, &provisional) else {
+        let moduledata = find_moduledata(elf, data, vaddr, &provisional);
+        let Some(text_start) = text_start(elf, moduledata, &provisional) else {
             last_error = Some("could not find the address of runtime.text".into());
             continue;
         };
-        return Pclntab::from_shared(Arc::clone(data), start..end, Some(text_start)).map_err(
-            |reason| Error::Pclntab {
+        let mut pclntab = Pclntab::from_shared(Arc::clone(data), start..end, Some(text_start))
+            .map_err(|reason| Error::Pclntab {
                 path: path.to_owned(),
                 reason,
-            },
-        );
+            })?;
+        if let Some(at) = gofunc(elf, data, moduledata, version).and_then(|v| elf.file_offset(v)) {
+            pclntab.set_gofunc(usize::try_from(at).unwrap_or(usize::MAX));
+        }
+        return Ok(pclntab);
     }
     Err(match last_error {
         Some(reason) => Error::Pclntab {
@@ -449,16 +458,23 @@ fn scan_for_pclntab(elf: &Elf, data: &[u8]) -> Vec<(u64, (usize, usize))> {
     found
 }
 
+/// `runtime.firstmoduledata`: its address and its `text` field.
+#[derive(Debug, Clone, Copy)]
+struct Moduledata {
+    addr: u64,
+    text: u64,
+}
+
 /// The address of `runtime.text`, which function entry offsets are relative to. Go
 /// 1.26+ no longer stores it in the pclntab header (runtime/symtab.go `pcHeader`), and
 /// in an externally linked binary `.text` may start with C code before it, so try in
 /// turn: the symbol, `runtime.firstmoduledata.text`, the `.text` section, the header.
-fn text_start(elf: &Elf, data: &[u8], pclntab_vaddr: u64, provisional: &Pclntab) -> Option<u64> {
+fn text_start(elf: &Elf, moduledata: Option<Moduledata>, provisional: &Pclntab) -> Option<u64> {
     if let Some(sym) = elf.symbol("runtime.text") {
         return Some(sym.addr);
     }
-    if let Some(text) = moduledata_text(elf, data, pclntab_vaddr, provisional) {
-        return Some(text);
+    if let Some(m) = moduledata {
+        return Some(m.text);
     }
     if let Some(s) = elf.section(".text") {
         return Some(s.addr);
@@ -466,16 +482,31 @@ fn text_start(elf: &Elf, data: &[u8], pclntab_vaddr: u64, provisional: &Pclntab)
     Some(provisional.header_text_start()).filter(|&t| t != 0)
 }
 
-/// `runtime.firstmoduledata.text`: moduledata starts with a pointer to the pclntab
-/// header, and its `minpc`/`maxpc` must match the first and last entry offsets.
-fn moduledata_text(
+/// `go:func.*` (`moduledata.gofunc`), the base of funcdata offsets: by its symbol, else
+/// through `runtime.firstmoduledata` with the field offset of the binary's Go release.
+fn gofunc(
+    elf: &Elf,
+    data: &[u8],
+    moduledata: Option<Moduledata>,
+    version: GoVersion,
+) -> Option<u64> {
+    if let Some(sym) = elf.symbol("go:func.*") {
+        return Some(sym.addr);
+    }
+    let offset = table_entry_for(version)?.offsets.moduledata_gofunc;
+    read_pointer(elf, data, moduledata?.addr.checked_add(u64::from(offset))?)
+}
+
+/// Finds `runtime.firstmoduledata`: it starts with a pointer to the pclntab header, and
+/// its `minpc`/`maxpc` must match the first and last entry offsets from its `text`.
+fn find_moduledata(
     elf: &Elf,
     data: &[u8],
     pclntab_vaddr: u64,
     provisional: &Pclntab,
-) -> Option<u64> {
+) -> Option<Moduledata> {
     let (first, last) = provisional.entry_offsets()?;
-    let check = |moduledata: u64| -> Option<u64> {
+    let check = |moduledata: u64| -> Option<Moduledata> {
         let field = |offset: u64| read_pointer(elf, data, moduledata.checked_add(offset)?);
         let text = field(MODULEDATA_TEXT)?;
         let minpc = field(MODULEDATA_MINPC)?;
@@ -483,11 +514,19 @@ fn moduledata_text(
         (text != 0
             && minpc.checked_sub(text) == Some(first)
             && maxpc.checked_sub(text) == Some(last))
-        .then_some(text)
+        .then_some(Moduledata {
+            addr: moduledata,
+            text,
+        })
     };
+    if let Some(sym) = elf.symbol("runtime.firstmoduledata") {
+        if let Some(m) = check(sym.addr) {
+            return Some(m);
+        }
+    }
     // In a PIE the pointer is a relocation (and may be 0 in the file).
-    if let Some(text) = elf.relocations_to(pclntab_vaddr).find_map(check) {
-        return Some(text);
+    if let Some(m) = elf.relocations_to(pclntab_vaddr).find_map(check) {
+        return Some(m);
     }
     let needle = if elf.little_endian {
         pclntab_vaddr.to_le_bytes()

@@ -51,7 +51,30 @@ pub struct Pclntab {
     pctab: usize,
     /// `pclnOffset`: the function table, and the base of `_func` records' offsets.
     functab: usize,
+    /// Where `go:func.*` (`moduledata.gofunc`, the base of funcdata offsets) lies in
+    /// `data`, once known: it holds the inline trees.
+    gofunc: Option<usize>,
 }
+
+/// One logical frame at a PC: a function that may have been inlined into its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFrame {
+    /// The function, as the runtime names it.
+    pub function: String,
+    /// The source file.
+    pub file: String,
+    /// The line in `file`.
+    pub line: u32,
+}
+
+/// `abi.PCDATA_InlTreeIndex` and `abi.FUNCDATA_InlTree` (internal/abi/symtab.go).
+const PCDATA_INL_TREE_INDEX: usize = 2;
+const FUNCDATA_INL_TREE: usize = 3;
+/// `runtime.inlinedCall` (runtime/symtabinl.go): funcID, 3 pad bytes, nameOff, parentPc,
+/// startLine.
+const INLINED_CALL_SIZE: usize = 16;
+/// Inlining depth followed at most: a bound against corrupt trees that loop.
+const MAX_INLINE_DEPTH: usize = 64;
 
 /// Byte offsets of `runtime._func` fields (runtime/runtime2.go), the same in Go 1.18
 /// through 1.27.
@@ -59,7 +82,9 @@ mod func_field {
     pub const NAME_OFF: usize = 4;
     pub const PCFILE: usize = 20;
     pub const PCLN: usize = 24;
+    pub const NPCDATA: usize = 28;
     pub const CU_OFFSET: usize = 32;
+    pub const NFUNCDATA: usize = 43;
     /// The fixed part of the record, up to and including `nfuncdata`.
     pub const SIZE: usize = 44;
 }
@@ -124,9 +149,16 @@ impl Pclntab {
             filetab: offset(5)?,
             pctab: offset(6)?,
             functab,
+            gofunc: None,
             data,
             range,
         })
+    }
+
+    /// Records where `go:func.*` lies in the file, enabling [`Pclntab::frames_at`] to expand
+    /// inlined calls.
+    pub(crate) fn set_gofunc(&mut self, file_offset: usize) {
+        self.gofunc = Some(file_offset);
     }
 
     /// The number of functions.
@@ -178,8 +210,61 @@ impl Pclntab {
     /// return address minus one: the return address may belong to the next line.
     pub fn line_at(&self, pc: u64) -> Option<(String, u32)> {
         let i = self.index_at(pc)?;
-        let record = self.record(i)?;
-        let entry = self.pc(i)?;
+        self.line_in(self.record(i)?, self.pc(i)?, pc)
+    }
+
+    /// The logical frames at `pc`, innermost first: the functions inlined at `pc`, then the
+    /// function that holds the code, each with its file and line, as the runtime's own
+    /// tracebacks expand them (runtime/symtabinl.go `inlineUnwinder`). Without the inline
+    /// tree (its `go:func.*` base not found) this is the physical function alone. For a
+    /// call site pass the return address minus one.
+    pub fn frames_at(&self, pc: u64) -> Vec<SourceFrame> {
+        let mut frames = Vec::new();
+        let Some(i) = self.index_at(pc) else {
+            return frames;
+        };
+        let (Some(record), Some(entry)) = (self.record(i), self.pc(i)) else {
+            return frames;
+        };
+        let tree = self.funcdata(record, FUNCDATA_INL_TREE);
+        let mut at = pc;
+        for _ in 0..MAX_INLINE_DEPTH {
+            let Some((file, line)) = self.line_in(record, entry, at) else {
+                break;
+            };
+            let call = tree.and_then(|tree| {
+                let index = self.pcdata(record, PCDATA_INL_TREE_INDEX, entry, at)?;
+                self.inlined_call(tree, usize::try_from(index).ok()?)
+            });
+            match call {
+                Some((name_off, parent_pc)) => {
+                    let name = self.cstr(self.funcnametab, name_off).unwrap_or_default();
+                    frames.push(SourceFrame {
+                        function: String::from_utf8_lossy(name).into_owned(),
+                        file,
+                        line,
+                    });
+                    match entry.checked_add_signed(i64::from(parent_pc)) {
+                        Some(parent) => at = parent,
+                        None => break,
+                    }
+                }
+                None => {
+                    let name = self.name_bytes(i).unwrap_or_default();
+                    frames.push(SourceFrame {
+                        function: String::from_utf8_lossy(name).into_owned(),
+                        file,
+                        line,
+                    });
+                    break;
+                }
+            }
+        }
+        frames
+    }
+
+    /// File and line at `pc` of the function whose record is at `record`.
+    fn line_in(&self, record: usize, entry: u64, pc: u64) -> Option<(String, u32)> {
         let line = self.pcvalue(self.u32(record + func_field::PCLN)?, entry, pc)?;
         let file_index = self.pcvalue(self.u32(record + func_field::PCFILE)?, entry, pc)?;
         // Since Go 1.16 the file value indexes the compilation unit's slice of the cutab,
@@ -196,6 +281,51 @@ impl Pclntab {
             String::from_utf8_lossy(file).into_owned(),
             u32::try_from(line).ok()?,
         ))
+    }
+
+    /// The value at `pc` of pc-data table `table` of a function (runtime/symtab.go
+    /// `pcdatavalue1`); None for a negative value (-1: not inlined here).
+    fn pcdata(&self, record: usize, table: usize, entry: u64, pc: u64) -> Option<u32> {
+        let npcdata = usize::try_from(self.u32(record + func_field::NPCDATA)?).ok()?;
+        if table >= npcdata {
+            return None;
+        }
+        let off = self.u32(
+            record
+                .checked_add(func_field::SIZE)?
+                .checked_add(table * 4)?,
+        )?;
+        u32::try_from(self.pcvalue(off, entry, pc)?).ok()
+    }
+
+    /// Where funcdata `index` of a function lies in the file (runtime/symtab.go `funcdata`:
+    /// an offset from `go:func.*`, all ones for none).
+    fn funcdata(&self, record: usize, index: usize) -> Option<usize> {
+        let gofunc = self.gofunc?;
+        let nfuncdata = usize::from(*self.tab().get(record + func_field::NFUNCDATA)?);
+        if index >= nfuncdata {
+            return None;
+        }
+        let npcdata = usize::try_from(self.u32(record + func_field::NPCDATA)?).ok()?;
+        let slot = npcdata.checked_add(index)?.checked_mul(4)?;
+        let off = self.u32(record.checked_add(func_field::SIZE)?.checked_add(slot)?)?;
+        if off == u32::MAX {
+            return None;
+        }
+        gofunc.checked_add(usize::try_from(off).ok()?)
+    }
+
+    /// (nameOff, parentPc) of entry `index` of the inline tree at file offset `tree`.
+    fn inlined_call(&self, tree: usize, index: usize) -> Option<(u32, i32)> {
+        let at = tree.checked_add(index.checked_mul(INLINED_CALL_SIZE)?)?;
+        let b = self.data.get(at..at.checked_add(INLINED_CALL_SIZE)?)?;
+        let word = |o: usize| -> [u8; 4] { [b[o], b[o + 1], b[o + 2], b[o + 3]] };
+        let (name_off, parent_pc) = if self.little_endian {
+            (u32::from_le_bytes(word(4)), i32::from_le_bytes(word(8)))
+        } else {
+            (u32::from_be_bytes(word(4)), i32::from_be_bytes(word(8)))
+        };
+        Some((name_off, parent_pc))
     }
 
     /// The bytes of the table.

@@ -58,6 +58,9 @@ pub struct RuntimeOffsets {
     pub g_waitreason: u32,
     /// `runtime.schedt.timeToRun` (timeHistogram): the scheduling latency histogram.
     pub schedt_time_to_run: Option<u32>,
+    /// `runtime.moduledata.gofunc` (uintptr): the base of funcdata offsets (`go:func.*`),
+    /// where the inline trees are.
+    pub moduledata_gofunc: u32,
     /// Where the offsets came from.
     pub source: Source,
 }
@@ -77,6 +80,7 @@ const MEMBERS: &[(&str, &str)] = &[
     ("runtime.g", "atomicstatus"),
     ("runtime.g", "waitreason"),
     ("runtime.schedt", "timeToRun"),
+    ("runtime.moduledata", "gofunc"),
 ];
 
 /// The largest decompressed DWARF section accepted (the biggest Go binaries have a few
@@ -141,6 +145,7 @@ pub(crate) fn offsets_from_dwarf(data: &[u8]) -> Result<RuntimeOffsets, DwarfErr
         g_waitreason: need("runtime.g", "waitreason")?,
         // timeToRun exists since Go 1.19; keep it optional for forward compatibility.
         schedt_time_to_run: get("runtime.schedt", "timeToRun"),
+        moduledata_gofunc: need("runtime.moduledata", "gofunc")?,
         source: Source::Dwarf,
     })
 }

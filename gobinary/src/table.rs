@@ -103,6 +103,7 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
                      g_atomicstatus: {},\n            \
                      g_waitreason: {},\n            \
                      schedt_time_to_run: {},\n            \
+                     moduledata_gofunc: {},\n            \
                      source: Source::Table,\n        \
                  }},\n        \
                  wait_reasons: &[\n",
@@ -115,6 +116,7 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
             o.g_atomicstatus,
             o.g_waitreason,
             time_to_run,
+            o.moduledata_gofunc,
         );
         for (i, name) in e.wait_reasons.iter().enumerate() {
             // Debug formatting of a str is a valid Rust string literal.

@@ -16,6 +16,7 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             g_atomicstatus: 144,
             g_waitreason: 176,
             schedt_time_to_run: Some(320),
+            moduledata_gofunc: 320,
             source: Source::Table,
         },
         wait_reasons: &[
@@ -62,6 +63,7 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             g_atomicstatus: 144,
             g_waitreason: 176,
             schedt_time_to_run: Some(320),
+            moduledata_gofunc: 320,
             source: Source::Table,
         },
         wait_reasons: &[
@@ -113,6 +115,7 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             g_atomicstatus: 152,
             g_waitreason: 184,
             schedt_time_to_run: Some(320),
+            moduledata_gofunc: 320,
             source: Source::Table,
         },
         wait_reasons: &[
@@ -165,6 +168,7 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             g_atomicstatus: 152,
             g_waitreason: 184,
             schedt_time_to_run: Some(320),
+            moduledata_gofunc: 320,
             source: Source::Table,
         },
         wait_reasons: &[
@@ -223,6 +227,7 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             g_atomicstatus: 144,
             g_waitreason: 176,
             schedt_time_to_run: Some(344),
+            moduledata_gofunc: 320,
             source: Source::Table,
         },
         wait_reasons: &[
@@ -284,6 +289,7 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             g_atomicstatus: 144,
             g_waitreason: 176,
             schedt_time_to_run: Some(360),
+            moduledata_gofunc: 320,
             source: Source::Table,
         },
         wait_reasons: &[
@@ -345,6 +351,7 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             g_atomicstatus: 144,
             g_waitreason: 176,
             schedt_time_to_run: Some(360),
+            moduledata_gofunc: 344,
             source: Source::Table,
         },
         wait_reasons: &[

@@ -20,7 +20,10 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
 }
 
 /// End-to-end tests run one at a time: they assert timings, and the machine has 2 cores.
@@ -31,8 +34,15 @@ pub fn serial() -> MutexGuard<'static, ()> {
 
 /// The `go` binary of a Go release installed by `cargo xtask setup`.
 pub fn go(version: &str) -> PathBuf {
-    let go = workspace_root().join("target/toolchains/go").join(version).join("go/bin/go");
-    assert!(go.exists(), "Go {version} is not installed at {}: run `cargo xtask setup` (or `cargo xtask test`)", go.display());
+    let go = workspace_root()
+        .join("target/toolchains/go")
+        .join(version)
+        .join("go/bin/go");
+    assert!(
+        go.exists(),
+        "Go {version} is not installed at {}: run `cargo xtask setup` (or `cargo xtask test`)",
+        go.display()
+    );
     go
 }
 
@@ -44,10 +54,22 @@ pub struct Variant {
 }
 
 impl Variant {
-    pub const DEFAULT: Variant = Variant { pie: false, stripped: false };
-    pub const PIE: Variant = Variant { pie: true, stripped: false };
-    pub const STRIPPED: Variant = Variant { pie: false, stripped: true };
-    pub const PIE_STRIPPED: Variant = Variant { pie: true, stripped: true };
+    pub const DEFAULT: Variant = Variant {
+        pie: false,
+        stripped: false,
+    };
+    pub const PIE: Variant = Variant {
+        pie: true,
+        stripped: false,
+    };
+    pub const STRIPPED: Variant = Variant {
+        pie: false,
+        stripped: true,
+    };
+    pub const PIE_STRIPPED: Variant = Variant {
+        pie: true,
+        stripped: true,
+    };
 
     fn suffix(&self) -> &'static str {
         match (self.pie, self.stripped) {
@@ -64,7 +86,9 @@ pub fn build_go_program(program: &str, version: &str, variant: Variant) -> PathB
     static BUILD: Mutex<()> = Mutex::new(());
     let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let root = workspace_root();
-    let out = root.join("target/e2e-bin").join(format!("{program}-go{version}-{}", variant.suffix()));
+    let out = root
+        .join("target/e2e-bin")
+        .join(format!("{program}-go{version}-{}", variant.suffix()));
     let mut cmd = Command::new(go(version));
     cmd.arg("build").arg("-o").arg(&out);
     if variant.pie {
@@ -82,7 +106,11 @@ pub fn build_go_program(program: &str, version: &str, variant: Variant) -> PathB
         .env("GOCACHE", root.join("target/go-cache"))
         .env("GOPATH", root.join("target/go-path"));
     let output = cmd.output().expect("run go build");
-    assert!(output.status.success(), "go build of {program} with Go {version} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "go build of {program} with Go {version} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     out
 }
 
@@ -98,16 +126,29 @@ impl GoProgram {
     /// Starts `exe` and waits for its `{"ready":true}` line.
     pub fn start(exe: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<GoProgram> {
         let mut cmd = Command::new(exe);
-        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().with_context(|| format!("start {}", exe.display()))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("start {}", exe.display()))?;
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let mut p = GoProgram { pid: child.id(), child, stdin, stdout };
+        let mut p = GoProgram {
+            pid: child.id(),
+            child,
+            stdin,
+            stdout,
+        };
         let ready = p.read_json()?;
-        ensure!(ready["ready"] == Value::Bool(true), "unexpected first line {ready}");
+        ensure!(
+            ready["ready"] == Value::Bool(true),
+            "unexpected first line {ready}"
+        );
         Ok(p)
     }
 
@@ -148,7 +189,11 @@ pub fn gort_bin() -> PathBuf {
     let bin = std::env::var_os("GORT_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/debug/gort"));
-    assert!(bin.exists(), "{} does not exist: run `cargo xtask test` (it builds the eBPF object and gort)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} does not exist: run `cargo xtask test` (it builds the eBPF object and gort)",
+        bin.display()
+    );
     bin
 }
 
@@ -171,12 +216,18 @@ impl Gort {
             .stderr(Stdio::piped())
             .spawn()
             .context("start gort")?;
-        let mut gort = Gort { child, base: format!("http://{listen}") };
+        let mut gort = Gort {
+            child,
+            base: format!("http://{listen}"),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = gort.child.try_wait()? {
                 let mut err = String::new();
-                gort.child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+                gort.child
+                    .stderr
+                    .take()
+                    .map(|mut e| e.read_to_string(&mut err));
                 bail!("gort exited ({status}) before serving: {err}");
             }
             if gort.get("/healthz").is_ok() {
@@ -213,7 +264,8 @@ impl Gort {
     pub fn stop(mut self) -> Result<String> {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc_kill(self.child.id() as i32, 15) };
-        let out = std::mem::replace(&mut self.child, Command::new("true").spawn()?).wait_with_output()?;
+        let out =
+            std::mem::replace(&mut self.child, Command::new("true").spawn()?).wait_with_output()?;
         Ok(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
@@ -237,7 +289,10 @@ pub struct Metrics(pub BTreeMap<(String, BTreeMap<String, String>), f64>);
 impl Metrics {
     pub fn parse(text: &str) -> Metrics {
         let mut m = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             // Drop an exemplar (`... # {..} v`).
             let line = line.split(" # ").next().unwrap_or(line);
             let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
@@ -257,18 +312,33 @@ impl Metrics {
     /// The value of the one series of `name` whose labels include all of `labels`.
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let mut found = self.0.iter().filter(|((n, l), _)| {
-            n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
         });
         let first = found.next().map(|(_, v)| *v);
-        assert!(found.next().is_none(), "more than one series of {name} matches {labels:?}");
+        assert!(
+            found.next().is_none(),
+            "more than one series of {name} matches {labels:?}"
+        );
         first
     }
 
     /// All series of `name` whose labels include all of `labels`.
-    pub fn all(&self, name: &str, labels: &[(&str, &str)]) -> Vec<(&BTreeMap<String, String>, f64)> {
+    pub fn all(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Vec<(&BTreeMap<String, String>, f64)> {
         self.0
             .iter()
-            .filter(|((n, l), _)| n == name && labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .filter(|((n, l), _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
             .map(|((_, l), v)| (l, *v))
             .collect()
     }
@@ -310,7 +380,9 @@ pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Result<T>) ->
     loop {
         match check() {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => return Err(e.context(format!("still failing after {timeout:?}"))),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(e.context(format!("still failing after {timeout:?}")));
+            }
             Err(_) => thread::sleep(Duration::from_millis(100)),
         }
     }

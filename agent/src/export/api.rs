@@ -32,7 +32,11 @@ fn unavailable() -> Response {
 
 async fn metrics(State(h): State<QueryHandle>) -> Response {
     match h.metrics().await {
-        Some(view) => ([(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], prometheus::encode(view)).into_response(),
+        Some(view) => (
+            [(header::CONTENT_TYPE, prometheus::CONTENT_TYPE)],
+            prometheus::encode(view),
+        )
+            .into_response(),
         None => unavailable(),
     }
 }

@@ -18,7 +18,8 @@ pub fn encode(view: MetricsView) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ViewCollector(view)));
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry).expect("writing to a String cannot fail");
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("writing to a String cannot fail");
     out
 }
 
@@ -61,7 +62,8 @@ impl Collector for ViewCollector {
             MetricType::Counter,
         )?;
         for (labels, r) in per_reason() {
-            ConstCounter::new(r.histogram.sum_ns() as f64 / 1e9).encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(r.histogram.sum_ns() as f64 / 1e9)
+                .encode(family.encode_family(&labels)?)?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -72,12 +74,14 @@ impl Collector for ViewCollector {
         )?;
         for (labels, r) in per_reason() {
             let h = &r.histogram;
-            family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-                h.sum_ns() as f64 / 1e9,
-                h.count(),
-                &h.buckets_seconds(),
-                None,
-            )?;
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    h.sum_ns() as f64 / 1e9,
+                    h.count(),
+                    &h.buckets_seconds(),
+                    None,
+                )?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -88,8 +92,11 @@ impl Collector for ViewCollector {
         )?;
         for p in view.processes.iter().filter(|p| !p.exited) {
             for r in &p.reasons {
-                let labels: Labels =
-                    vec![("pid", p.pid.to_string()), ("service", p.service.clone()), ("reason", r.reason.clone())];
+                let labels: Labels = vec![
+                    ("pid", p.pid.to_string()),
+                    ("service", p.service.clone()),
+                    ("reason", r.reason.clone()),
+                ];
                 ConstGauge::new(r.parked_now as i64).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -150,7 +157,11 @@ mod tests {
                 pid: 42,
                 service: "checkout".into(),
                 exited: false,
-                reasons: vec![ReasonMetrics { reason: "chan receive".into(), histogram: h, parked_now: 3 }],
+                reasons: vec![ReasonMetrics {
+                    reason: "chan receive".into(),
+                    histogram: h,
+                    parked_now: 3,
+                }],
             }],
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],
@@ -169,7 +180,10 @@ mod tests {
             "gort_target_up{pid=\"42\",service=\"checkout\"} 1".to_string(),
             "# EOF".to_string(),
         ] {
-            assert!(text.lines().any(|x| x == line), "missing `{line}` in:\n{text}");
+            assert!(
+                text.lines().any(|x| x == line),
+                "missing `{line}` in:\n{text}"
+            );
         }
     }
 }

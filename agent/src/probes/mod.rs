@@ -20,13 +20,18 @@ use crate::target::GoTarget;
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
-    #[error("cannot load gort's eBPF programs (gort needs root, or CAP_BPF and CAP_PERFMON): {source}")]
+    #[error(
+        "cannot load gort's eBPF programs (gort needs root, or CAP_BPF and CAP_PERFMON): {source}"
+    )]
     Load {
         #[source]
         source: aya::EbpfError,
     },
     #[error("the eBPF object has no {kind} `{name}`")]
-    Missing { kind: &'static str, name: &'static str },
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
     #[error("cannot load eBPF program `{name}`: {source}")]
     Program {
         name: &'static str,
@@ -116,22 +121,43 @@ impl Probes {
             parked: take_map(&mut ebpf, "PARKED")?,
         };
         let config = take_map(&mut ebpf, "BINARY_CONFIG")?;
-        Ok((Probes { ebpf, config, used_slots: vec![false; MAX_BINARIES as usize] }, maps))
+        Ok((
+            Probes {
+                ebpf,
+                config,
+                used_slots: vec![false; MAX_BINARIES as usize],
+            },
+            maps,
+        ))
     }
 
     /// Attaches the probes to `target`, whose executable is opened as `path`.
-    pub fn attach(&mut self, target: &GoTarget, path: &Path, scope: Scope) -> Result<Attachment, ProbeError> {
+    pub fn attach(
+        &mut self,
+        target: &GoTarget,
+        path: &Path,
+        scope: Scope,
+    ) -> Result<Attachment, ProbeError> {
         let slot = self
             .used_slots
             .iter()
             .position(|used| !used)
             .ok_or(ProbeError::TooManyBinaries)? as u32;
-        let config = BinaryConfig { goid_offset: target.offsets.g_goid, valid: 1 };
+        let config = BinaryConfig {
+            goid_offset: target.offsets.g_goid,
+            valid: 1,
+        };
         self.config
             .set(slot, config, 0)
-            .map_err(|source| ProbeError::Map { name: "BINARY_CONFIG", source })?;
+            .map_err(|source| ProbeError::Map {
+                name: "BINARY_CONFIG",
+                source,
+            })?;
         self.used_slots[slot as usize] = true;
-        let mut attachment = Attachment { slot, links: Vec::new() };
+        let mut attachment = Attachment {
+            slot,
+            links: Vec::new(),
+        };
         let result = sched::attach(self, target, path, scope, &mut attachment);
         if let Err(e) = result {
             self.detach(attachment);
@@ -188,13 +214,18 @@ impl Probes {
 fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, ProbeError> {
     ebpf.program_mut(name)
         .and_then(|p| p.try_into().ok())
-        .ok_or(ProbeError::Missing { kind: "uprobe program", name })
+        .ok_or(ProbeError::Missing {
+            kind: "uprobe program",
+            name,
+        })
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(ProbeError::Missing { kind: "map", name })?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or(ProbeError::Missing { kind: "map", name })?;
     T::try_from(map).map_err(|source| ProbeError::Map { name, source })
 }

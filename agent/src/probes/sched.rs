@@ -49,7 +49,13 @@ pub enum SchedEvent {
         frames: Box<[u64]>,
     },
     /// A goroutine ran again whose park began before gort attached.
-    ResumeUnmatched { binary: u8, pid: u32, goid: u64, g: u64, resume_ns: u64 },
+    ResumeUnmatched {
+        binary: u8,
+        pid: u32,
+        goid: u64,
+        g: u64,
+        resume_ns: u64,
+    },
 }
 
 /// Decodes one ring buffer record; None for a record that is not a [`BlockEvent`].
@@ -92,8 +98,13 @@ mod tests {
 
     fn raw(e: &BlockEvent) -> Vec<u8> {
         // SAFETY: BlockEvent is plain integers without padding holes.
-        unsafe { std::slice::from_raw_parts((e as *const BlockEvent).cast::<u8>(), size_of::<BlockEvent>()) }
-            .to_vec()
+        unsafe {
+            std::slice::from_raw_parts(
+                (e as *const BlockEvent).cast::<u8>(),
+                size_of::<BlockEvent>(),
+            )
+        }
+        .to_vec()
     }
 
     #[test]
@@ -127,7 +138,9 @@ mod tests {
             })
         );
         e.nframes = u8::MAX;
-        let Some(SchedEvent::Block { frames, .. }) = decode(&raw(&e)) else { panic!() };
+        let Some(SchedEvent::Block { frames, .. }) = decode(&raw(&e)) else {
+            panic!()
+        };
         assert_eq!(frames.len(), MAX_FRAMES);
         e.kind = 99;
         assert_eq!(decode(&raw(&e)), None);

@@ -37,11 +37,21 @@ pub enum TargetError {
     )]
     UnsupportedGo { path: String, version: GoVersion },
     #[error("`{path}` has no function `{function}` (not found in .gopclntab)")]
-    MissingFunction { path: String, function: &'static str },
+    MissingFunction {
+        path: String,
+        function: &'static str,
+    },
     #[error("no RET instruction found in `{function}` of `{path}`")]
-    NoReturn { path: String, function: &'static str },
+    NoReturn {
+        path: String,
+        function: &'static str,
+    },
     #[error("cannot map {function} at {vaddr:#x} to a file offset in `{path}`")]
-    NoFileOffset { path: String, function: &'static str, vaddr: u64 },
+    NoFileOffset {
+        path: String,
+        function: &'static str,
+        vaddr: u64,
+    },
     #[error("cannot read runtime {what} of `{path}`: {source}")]
     RuntimeData {
         path: String,
@@ -84,28 +94,51 @@ impl GoTarget {
         })?;
         let gopark = binary
             .function(GOPARK)
-            .ok_or_else(|| TargetError::MissingFunction { path: p(), function: GOPARK })?;
-        let to_file = |vaddr: u64| {
-            binary.file_offset(vaddr).ok_or_else(|| TargetError::NoFileOffset {
+            .ok_or_else(|| TargetError::MissingFunction {
                 path: p(),
                 function: GOPARK,
-                vaddr,
-            })
+            })?;
+        let to_file = |vaddr: u64| {
+            binary
+                .file_offset(vaddr)
+                .ok_or_else(|| TargetError::NoFileOffset {
+                    path: p(),
+                    function: GOPARK,
+                    vaddr,
+                })
         };
         let gopark_entry = to_file(gopark.entry)?;
         let rets = binary
             .ret_instructions(&gopark)
-            .map_err(|source| TargetError::RuntimeData { path: p(), what: "gopark code", source })?;
+            .map_err(|source| TargetError::RuntimeData {
+                path: p(),
+                what: "gopark code",
+                source,
+            })?;
         if rets.is_empty() {
-            return Err(TargetError::NoReturn { path: p(), function: GOPARK });
+            return Err(TargetError::NoReturn {
+                path: p(),
+                function: GOPARK,
+            });
         }
-        let gopark_returns = rets.into_iter().map(to_file).collect::<Result<Vec<_>, _>>()?;
+        let gopark_returns = rets
+            .into_iter()
+            .map(to_file)
+            .collect::<Result<Vec<_>, _>>()?;
         let offsets = binary
             .runtime_offsets()
-            .map_err(|source| TargetError::RuntimeData { path: p(), what: "struct offsets", source })?;
+            .map_err(|source| TargetError::RuntimeData {
+                path: p(),
+                what: "struct offsets",
+                source,
+            })?;
         let wait_reasons = binary
             .wait_reasons()
-            .map_err(|source| TargetError::RuntimeData { path: p(), what: "waitReason names", source })?;
+            .map_err(|source| TargetError::RuntimeData {
+                path: p(),
+                what: "waitReason names",
+                source,
+            })?;
         Ok(GoTarget {
             gopark_vaddr: gopark.entry,
             binary,

@@ -39,7 +39,10 @@ impl ProcessId {
     /// Identifies the process running as `pid` now.
     pub fn of(pid: u32) -> Result<ProcessId, ProcessError> {
         let stat = read_proc(pid, "stat")?;
-        Ok(ProcessId { pid, start_ticks: parse_start_ticks(&stat).ok_or(ProcessError::BadStat { pid })? })
+        Ok(ProcessId {
+            pid,
+            start_ticks: parse_start_ticks(&stat).ok_or(ProcessError::BadStat { pid })?,
+        })
     }
 
     /// Whether this very process (not a reuse of its pid) is still running.
@@ -75,7 +78,11 @@ pub fn exe_path(pid: u32) -> PathBuf {
 pub fn exe_name(pid: u32) -> Result<PathBuf, ProcessError> {
     fs::read_link(exe_path(pid)).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => ProcessError::NotFound { pid },
-        _ => ProcessError::Proc { pid, file: "exe", source },
+        _ => ProcessError::Proc {
+            pid,
+            file: "exe",
+            source,
+        },
     })
 }
 
@@ -91,16 +98,20 @@ pub fn file_identity(path: &Path) -> io::Result<(u64, u64)> {
 
 /// The `service` label: the process's `OTEL_SERVICE_NAME` if set, else its executable's name.
 pub fn service_name(pid: u32) -> Result<String, ProcessError> {
-    let environ = fs::read(format!("/proc/{pid}/environ")).map_err(|source| ProcessError::Proc {
-        pid,
-        file: "environ",
-        source,
-    })?;
+    let environ =
+        fs::read(format!("/proc/{pid}/environ")).map_err(|source| ProcessError::Proc {
+            pid,
+            file: "environ",
+            source,
+        })?;
     if let Some(name) = otel_service_name(&environ) {
         return Ok(name);
     }
     let exe = exe_name(pid)?;
-    let base = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = exe
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Ok(base.trim_end_matches(" (deleted)").to_string())
 }
 
@@ -117,11 +128,18 @@ fn otel_service_name(environ: &[u8]) -> Option<String> {
 pub fn load_bias(pid: u32, file_offset: u64, vaddr: u64) -> Result<u64, ProcessError> {
     let maps = read_proc(pid, "maps")?;
     let (dev, ino) = exe_identity(pid).ok_or(ProcessError::NotFound { pid })?;
-    load_bias_from_maps(&maps, (dev, ino), file_offset, vaddr)
-        .ok_or(ProcessError::NotMapped { pid, offset: file_offset })
+    load_bias_from_maps(&maps, (dev, ino), file_offset, vaddr).ok_or(ProcessError::NotMapped {
+        pid,
+        offset: file_offset,
+    })
 }
 
-fn load_bias_from_maps(maps: &str, (dev, ino): (u64, u64), file_offset: u64, vaddr: u64) -> Option<u64> {
+fn load_bias_from_maps(
+    maps: &str,
+    (dev, ino): (u64, u64),
+    file_offset: u64,
+    vaddr: u64,
+) -> Option<u64> {
     for line in maps.lines() {
         let mut f = line.split_whitespace();
         let (Some(range), Some(_perms), Some(offset), Some(device), Some(inode)) =
@@ -146,8 +164,13 @@ fn load_bias_from_maps(maps: &str, (dev, ino): (u64, u64), file_offset: u64, vad
 
 /// `/proc/PID/maps` prints the device as `major:minor` in hex.
 fn same_device(field: &str, dev: u64) -> bool {
-    let Some((major, minor)) = field.split_once(':') else { return false };
-    let (Ok(major), Ok(minor)) = (u64::from_str_radix(major, 16), u64::from_str_radix(minor, 16)) else {
+    let Some((major, minor)) = field.split_once(':') else {
+        return false;
+    };
+    let (Ok(major), Ok(minor)) = (
+        u64::from_str_radix(major, 16),
+        u64::from_str_radix(minor, 16),
+    ) else {
         return false;
     };
     // Linux's new_encode_dev / MAJOR / MINOR (include/linux/kdev_t.h), as glibc's gnu_dev_*.
@@ -166,7 +189,11 @@ impl ProcessMemory {
     pub fn open(pid: u32) -> Result<ProcessMemory, ProcessError> {
         File::open(format!("/proc/{pid}/mem"))
             .map(|file| ProcessMemory { file })
-            .map_err(|source| ProcessError::Proc { pid, file: "mem", source })
+            .map_err(|source| ProcessError::Proc {
+                pid,
+                file: "mem",
+                source,
+            })
     }
 
     /// Fills `buf` from address `addr`; false if any of it is unreadable.
@@ -196,12 +223,21 @@ mod tests {
     fn own_process_identity() {
         let me = ProcessId::of(std::process::id()).unwrap();
         assert!(me.is_alive());
-        assert!(!ProcessId { start_ticks: me.start_ticks + 1, ..me }.is_alive());
+        assert!(
+            !ProcessId {
+                start_ticks: me.start_ticks + 1,
+                ..me
+            }
+            .is_alive()
+        );
     }
 
     #[test]
     fn service_name_prefers_otel_variable() {
-        assert_eq!(otel_service_name(b"A=1\0OTEL_SERVICE_NAME=checkout\0B=2\0"), Some("checkout".into()));
+        assert_eq!(
+            otel_service_name(b"A=1\0OTEL_SERVICE_NAME=checkout\0B=2\0"),
+            Some("checkout".into())
+        );
         assert_eq!(otel_service_name(b"A=1\0OTEL_SERVICE_NAME=\0"), None);
         assert_eq!(otel_service_name(b""), None);
     }
@@ -216,10 +252,16 @@ mod tests {
 7ffff7dd0000-7ffff7df0000 r-xp 00000000 fe:01 7 /lib/ld.so
 ";
         // A PIE text symbol at link-time 0xad000 lies at file offset 0xad000.
-        assert_eq!(load_bias_from_maps(maps, (dev, 42), 0xad000, 0xad000), Some(0x555555554000));
+        assert_eq!(
+            load_bias_from_maps(maps, (dev, 42), 0xad000, 0xad000),
+            Some(0x555555554000)
+        );
         // Non-PIE: link-time address equals runtime address.
         let maps = "00400000-00500000 r-xp 00000000 fe:01 42 /srv/app\n";
-        assert_eq!(load_bias_from_maps(maps, (dev, 42), 0x1000, 0x401000), Some(0));
+        assert_eq!(
+            load_bias_from_maps(maps, (dev, 42), 0x1000, 0x401000),
+            Some(0)
+        );
         assert_eq!(load_bias_from_maps(maps, (dev, 43), 0x1000, 0x401000), None);
     }
 }

@@ -170,14 +170,17 @@ func main() {
 			w := &worker{Kind: kind}
 			all = append(all, w)
 			running.Add(1)
+			i := i
+			// No arguments to the go statement: Go 1.22+ would start the goroutine in a
+			// generated wrapper (gowrap) rather than in this function literal.
 			w.CreatedBy = caller()
-			go func(i int) {
+			go func() {
 				defer running.Add(-1)
 				w.Goid = goid()
 				pc, _, _, _ := runtime.Caller(0)
 				w.StartFunction = runtime.FuncForPC(pc).Name()
 				body(w, i)
-			}(i)
+			}()
 		}
 	}
 
