@@ -32,7 +32,7 @@ pub use crate::{
     elf::{Arch, Symbol},
     error::Error,
     pclntab::{Func, Pclntab, SourceFrame},
-    runtime::{RuntimeOffsets, Source, WaitReasons},
+    runtime::{RuntimeOffsets, Source, TimeHistogramLayout, WaitReasons},
     table::{TableEntry, render_tables, table_entries, table_entry_for, table_entry_from},
 };
 

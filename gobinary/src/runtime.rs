@@ -58,6 +58,9 @@ pub struct RuntimeOffsets {
     pub g_waitreason: u32,
     /// `runtime.schedt.timeToRun` (timeHistogram): the scheduling latency histogram.
     pub schedt_time_to_run: Option<u32>,
+    /// `runtime.timeHistogram.underflow`: the end of its `counts` array, so the number of
+    /// buckets is this over 8 (checked against [`TimeHistogramLayout`]).
+    pub time_histogram_underflow: Option<u32>,
     /// `runtime.moduledata.gofunc` (uintptr): the base of funcdata offsets (`go:func.*`),
     /// where the inline trees are.
     pub moduledata_gofunc: u32,
@@ -81,6 +84,7 @@ const MEMBERS: &[(&str, &str)] = &[
     ("runtime.g", "waitreason"),
     ("runtime.schedt", "timeToRun"),
     ("runtime.moduledata", "gofunc"),
+    ("runtime.timeHistogram", "underflow"),
 ];
 
 /// The largest decompressed DWARF section accepted (the biggest Go binaries have a few
@@ -146,6 +150,7 @@ pub(crate) fn offsets_from_dwarf(data: &[u8]) -> Result<RuntimeOffsets, DwarfErr
         // timeToRun exists since Go 1.19; keep it optional for forward compatibility.
         schedt_time_to_run: get("runtime.schedt", "timeToRun"),
         moduledata_gofunc: need("runtime.moduledata", "gofunc")?,
+        time_histogram_underflow: get("runtime.timeHistogram", "underflow"),
         source: Source::Dwarf,
     })
 }
@@ -212,4 +217,71 @@ fn struct_members(
         }
     }
     Ok(found)
+}
+
+/// The bucket layout of `runtime.timeHistogram` (runtime/histogram.go: `timeHistMinBucketBits`,
+/// `timeHistMaxBucketBits`, `timeHistSubBucketBits`), the same 9, 48 and 2 in Go 1.21 to
+/// 1.27. Constants are not in DWARF; the array length is, and [`TimeHistogramLayout::of`]
+/// refuses a binary whose array does not have the length these imply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeHistogramLayout {
+    min_bucket_bits: u32,
+    max_bucket_bits: u32,
+    sub_bucket_bits: u32,
+}
+
+impl TimeHistogramLayout {
+    const GO121: TimeHistogramLayout = TimeHistogramLayout {
+        min_bucket_bits: 9,
+        max_bucket_bits: 48,
+        sub_bucket_bits: 2,
+    };
+
+    /// The layout of a binary whose `timeHistogram.underflow` is at `underflow_offset`.
+    pub fn of(underflow_offset: u32) -> Option<TimeHistogramLayout> {
+        let layout = Self::GO121;
+        (underflow_offset as usize == layout.counts() * 8).then_some(layout)
+    }
+
+    /// Number of `counts`.
+    pub fn counts(&self) -> usize {
+        ((self.max_bucket_bits - self.min_bucket_bits + 1) << self.sub_bucket_bits) as usize
+    }
+
+    /// The lower bound in nanoseconds of `counts[i]`, and, for `i == counts()`, the lower
+    /// bound of the overflow bucket (runtime/histogram.go `timeHistogramMetricsBuckets`).
+    pub fn lower_bound_ns(&self, i: usize) -> u64 {
+        let sub = 1usize << self.sub_bucket_bits;
+        if i >= self.counts() {
+            return 1u64 << (self.max_bucket_bits - 1);
+        }
+        let (bucket, j) = (i / sub, (i % sub) as u64);
+        if bucket == 0 {
+            // No bucket bit: just sub-bucket bits below the min bucket bit.
+            return j << (self.min_bucket_bits - 1 - self.sub_bucket_bits);
+        }
+        let bit = self.min_bucket_bits + bucket as u32 - 1;
+        (1u64 << (bit - 1)) | (j << (bit - 1 - self.sub_bucket_bits))
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn time_histogram_bounds_match_the_runtime() {
+        let l = TimeHistogramLayout::of(1280).expect("Go 1.21+ layout");
+        assert_eq!(l.counts(), 160);
+        assert_eq!(TimeHistogramLayout::of(1288), None);
+        // runtime/histogram.go: 0, 64, 128, 192 ns, then 256 ns (bit 9), 320, 384, 448, 512 ...
+        let first: Vec<u64> = (0..10).map(|i| l.lower_bound_ns(i)).collect();
+        assert_eq!(first, [0, 64, 128, 192, 256, 320, 384, 448, 512, 640]);
+        // Bounds strictly increase up to the overflow bucket at 2^47 ns.
+        for i in 1..=160 {
+            assert!(l.lower_bound_ns(i) > l.lower_bound_ns(i - 1), "bucket {i}");
+        }
+        assert_eq!(l.lower_bound_ns(160), 1 << 47);
+        assert_eq!(l.lower_bound_ns(159), (1 << 46) | (3 << 44));
+    }
 }

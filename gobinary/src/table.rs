@@ -103,6 +103,7 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
                      g_atomicstatus: {},\n            \
                      g_waitreason: {},\n            \
                      schedt_time_to_run: {},\n            \
+                     time_histogram_underflow: {},\n            \
                      moduledata_gofunc: {},\n            \
                      source: Source::Table,\n        \
                  }},\n        \
@@ -116,6 +117,8 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
             o.g_atomicstatus,
             o.g_waitreason,
             time_to_run,
+            o.time_histogram_underflow
+                .map_or("None".to_owned(), |u| format!("Some({u})")),
             o.moduledata_gofunc,
         );
         for (i, name) in e.wait_reasons.iter().enumerate() {

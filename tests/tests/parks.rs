@@ -49,6 +49,7 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
         e.0 += total["count"].as_u64().context("count")?;
         e.1 += total["blocked_ns"].as_u64().context("blocked_ns")?;
     }
+    let sched = RuntimeHistogram::from_report(&report["sched_latencies"])?;
     // Goroutines parked for good at the end, per reason.
     let mut parked_now: BTreeMap<String, u64> = BTreeMap::new();
     for p in report["parked"].as_array().context("parked")? {
@@ -82,8 +83,19 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
             let seen = value(&m, "gort_goroutines_blocked", reason) as u64;
             ensure!(seen == *n, "{reason}: {seen} parked now, want {n}");
         }
+        if !variant.stripped {
+            let seen = m
+                .get("gort_sched_latency_seconds_count", &[("pid", &pid)])
+                .unwrap_or(0.0);
+            ensure!(
+                seen >= sched.total as f64,
+                "sched latency: {seen} samples of {} so far",
+                sched.total
+            );
+        }
         Ok(m)
     })?;
+    check_sched_latency(&metrics, &pid, &sched, variant)?;
 
     for (reason, (count, blocked_ns)) in &expected {
         let seen = value(&metrics, "gort_goroutine_blocks_total", reason) as u64;
@@ -222,6 +234,89 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
         "gort_target_up should be 0 after exit"
     );
     gort.stop()?;
+    Ok(())
+}
+
+/// runtime/metrics' `/sched/latencies:seconds` as the program read it.
+struct RuntimeHistogram {
+    /// (upper bound in ns, None for +Inf; count).
+    buckets: Vec<(Option<u64>, u64)>,
+    total: u64,
+}
+
+impl RuntimeHistogram {
+    fn from_report(h: &Value) -> Result<RuntimeHistogram> {
+        let counts: Vec<u64> = serde_json::from_value(h["counts"].clone())?;
+        let bounds: Vec<Option<f64>> = serde_json::from_value(h["buckets"].clone())?;
+        ensure!(bounds.len() == counts.len() + 1, "malformed histogram");
+        let buckets: Vec<(Option<u64>, u64)> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (bounds[i + 1].map(|b| (b * 1e9).round() as u64), c))
+            .collect();
+        Ok(RuntimeHistogram {
+            total: counts.iter().sum(),
+            buckets,
+        })
+    }
+
+    /// Samples below `le_ns` (cumulative, as Prometheus buckets are).
+    fn cumulative(&self, le_ns: Option<u64>) -> u64 {
+        self.buckets
+            .iter()
+            .filter(|(upper, _)| match (upper, le_ns) {
+                (_, None) => true,
+                (None, Some(_)) => false,
+                (Some(u), Some(le)) => *u <= le,
+            })
+            .map(|(_, c)| c)
+            .sum()
+    }
+}
+
+/// gort reads the runtime's own scheduling-latency histogram: bucket for bucket it must hold
+/// what the program read through runtime/metrics, plus only the few samples recorded since.
+fn check_sched_latency(
+    metrics: &Metrics,
+    pid: &str,
+    program: &RuntimeHistogram,
+    variant: Variant,
+) -> Result<()> {
+    let count = metrics.get("gort_sched_latency_seconds_count", &[("pid", pid)]);
+    if variant.stripped {
+        ensure!(
+            count.is_none(),
+            "stripped binaries have no runtime.sched symbol, yet gort exported {count:?}"
+        );
+        return Ok(());
+    }
+    let count = count.context("gort_sched_latency_seconds missing")? as u64;
+    ensure!(
+        program.total > 0,
+        "the program recorded no scheduling latency"
+    );
+    let since = count
+        .checked_sub(program.total)
+        .context("gort has fewer samples than the program read")?;
+    ensure!(
+        since <= 32,
+        "gort has {count} samples, the program read {}: too many since",
+        program.total
+    );
+    let buckets = metrics.all("gort_sched_latency_seconds_bucket", &[("pid", pid)]);
+    ensure!(buckets.len() == 16, "{} buckets", buckets.len());
+    for (labels, cumulative) in buckets {
+        let le = match labels["le"].as_str() {
+            "+Inf" => None,
+            s => Some((s.parse::<f64>()? * 1e9).round() as u64),
+        };
+        let want = program.cumulative(le);
+        let got = cumulative as u64;
+        ensure!(
+            got >= want && got - want <= since,
+            "bucket le={le:?}: gort {got}, runtime/metrics {want}"
+        );
+    }
     Ok(())
 }
 

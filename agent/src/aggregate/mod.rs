@@ -4,6 +4,7 @@
 
 pub mod histogram;
 pub mod process;
+pub mod sched_latency;
 pub mod view;
 
 use std::{
@@ -91,6 +92,8 @@ pub struct ProcessState {
     pub bias: Option<u64>,
     memory: Option<ProcessMemory>,
     pub blocking: ProcessBlocking,
+    /// The last reading of the runtime's own scheduling-latency histogram.
+    pub sched_latency: Option<sched_latency::RuntimeHistogram>,
     pub first_seen_ns: u64,
     pub exited_ns: Option<u64>,
 }
@@ -142,6 +145,19 @@ impl GoroutineReader for MemoryReader<'_> {
 }
 
 impl ProcessState {
+    /// Reads the runtime's scheduling-latency histogram from the target's memory.
+    fn read_sched_latency(&mut self) {
+        let (Some(h), Some(bias), Some(mem)) =
+            (self.binary.target.sched_latency, self.bias, &self.memory)
+        else {
+            return;
+        };
+        let mut buf = vec![0u8; sched_latency::RuntimeHistogram::byte_len(h.layout)];
+        if mem.read(h.vaddr.wrapping_add(bias), &mut buf) {
+            self.sched_latency = sched_latency::RuntimeHistogram::decode(h.layout, &buf);
+        }
+    }
+
     /// The link-time address of runtime address `pc`.
     pub fn link_address(&self, pc: u64) -> Option<u64> {
         self.bias.map(|b| pc.wrapping_sub(b))
@@ -209,6 +225,7 @@ impl State {
                 memory: ProcessMemory::open(pid).ok(),
                 binary,
                 blocking: ProcessBlocking::default(),
+                sched_latency: None,
                 first_seen_ns: now,
             }
         })
@@ -297,6 +314,9 @@ impl State {
         });
         let sweep = now_ns.saturating_sub(self.last_sweep_ns) >= SWEEP_EVERY_NS;
         for p in self.processes.values_mut() {
+            if p.exited_ns.is_none() {
+                p.read_sched_latency();
+            }
             if p.exited_ns.is_none() && !p.id.is_some_and(|id| id.is_alive()) {
                 log::info!(
                     "process {} ({}) exited; keeping what was measured",

@@ -26,6 +26,8 @@ pub struct ProcessMetrics {
     pub service: String,
     pub exited: bool,
     pub reasons: Vec<ReasonMetrics>,
+    /// The runtime's scheduling-latency histogram, when readable.
+    pub sched_latency: Option<super::sched_latency::RuntimeHistogram>,
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +70,7 @@ pub fn metrics(state: &State) -> MetricsView {
                 service: p.service.clone(),
                 exited: p.exited_ns.is_some(),
                 reasons: reasons.into_values().collect(),
+                sched_latency: p.sched_latency.clone(),
             }
         })
         .collect();

@@ -102,6 +102,28 @@ impl Collector for ViewCollector {
         }
 
         let mut family = encoder.encode_descriptor(
+            "gort_sched_latency",
+            "Time goroutines spent runnable before running, read from the runtime's own \
+             histogram (runtime/metrics /sched/latencies:seconds: one in eight scheduling events \
+             is sampled). The runtime keeps no sum: _sum is estimated from bucket midpoints. \
+             Needs the binary's symbol table (not stripped).",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for p in &view.processes {
+            let Some(h) = &p.sched_latency else { continue };
+            let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    h.estimated_sum_seconds(),
+                    h.count(),
+                    &h.export_buckets(),
+                    None,
+                )?;
+        }
+
+        let mut family = encoder.encode_descriptor(
             "gort_target_up",
             "1 while gort watches the process, 0 once it has exited (its series stay for the \
              retention period).",

@@ -9,7 +9,7 @@ pub mod process;
 
 use std::{path::Path, sync::Arc};
 
-use gobinary::{Arch, GoBinary, GoVersion, RuntimeOffsets, WaitReasons};
+use gobinary::{Arch, GoBinary, GoVersion, RuntimeOffsets, TimeHistogramLayout, WaitReasons};
 use thiserror::Error;
 
 /// Oldest Go release gort supports.
@@ -73,6 +73,17 @@ pub struct GoTarget {
     pub gopark_returns: Vec<u64>,
     pub offsets: RuntimeOffsets,
     pub wait_reasons: WaitReasons,
+    /// Where the runtime's scheduling-latency histogram (`runtime.sched.timeToRun`) is, if
+    /// the binary says: the `runtime.sched` symbol is gone from stripped binaries.
+    pub sched_latency: Option<SchedLatencyHistogram>,
+}
+
+/// The runtime's `sched.timeToRun` of a binary.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedLatencyHistogram {
+    /// Link-time address.
+    pub vaddr: u64,
+    pub layout: TimeHistogramLayout,
 }
 
 impl GoTarget {
@@ -139,7 +150,16 @@ impl GoTarget {
                 what: "waitReason names",
                 source,
             })?;
+        let sched_latency = (|| {
+            let sched = binary.symbol("runtime.sched")?;
+            let layout = TimeHistogramLayout::of(offsets.time_histogram_underflow?)?;
+            Some(SchedLatencyHistogram {
+                vaddr: sched.addr + u64::from(offsets.schedt_time_to_run?),
+                layout,
+            })
+        })();
         Ok(GoTarget {
+            sched_latency,
             gopark_vaddr: gopark.entry,
             binary,
             gopark_entry,

@@ -17,9 +17,11 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -73,6 +75,14 @@ type report struct {
 	Parked    []parked          `json:"parked"` // parked for good at the end
 	// Reasons maps each kind to the runtime's name for it, read from the goroutine dump.
 	Reasons map[string]string `json:"reasons"`
+	// SchedLatencies is runtime/metrics' /sched/latencies:seconds, read last.
+	SchedLatencies histogram `json:"sched_latencies"`
+}
+
+type histogram struct {
+	Counts []uint64 `json:"counts"`
+	// Buckets are the boundaries (len(Counts)+1), with -Inf and +Inf as null.
+	Buckets []*float64 `json:"buckets"`
 }
 
 // kinds of park the program makes; "sleep" is its helper goroutines' sleeps.
@@ -376,6 +386,18 @@ func main() {
 	}
 	// "sleep" accounts the helper goroutines' sleeps; measured sleeps are "time.Sleep".
 	rep.Reasons["sleep"] = rep.Reasons["time.Sleep"]
+	sample := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(sample)
+	h := sample[0].Value.Float64Histogram()
+	rep.SchedLatencies.Counts = h.Counts
+	for _, b := range h.Buckets {
+		b := b
+		if math.IsInf(b, 0) {
+			rep.SchedLatencies.Buckets = append(rep.SchedLatencies.Buckets, nil)
+		} else {
+			rep.SchedLatencies.Buckets = append(rep.SchedLatencies.Buckets, &b)
+		}
+	}
 	out.Encode(rep)
 	in.ReadString('\n')
 	fmt.Fprintln(os.Stderr, "parks: done")
