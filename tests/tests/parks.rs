@@ -176,8 +176,10 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
             b["max_ns"].as_f64().unwrap_or(0.0),
             w["max_ns"].as_f64().unwrap_or(0.0),
         );
+        // One operation as the program times it is the park plus a little code around it,
+        // which the OS can stretch by a time slice on a busy machine: 1 % or 1 ms.
         ensure!(
-            got <= want && got >= want * 0.99,
+            got <= want && (got >= want * 0.99 || want - got <= 1e6),
             "goroutine {goid} ({kind}): max {got} ns, program {want} ns"
         );
         let frame = &b["max_frame"];
