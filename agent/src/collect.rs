@@ -99,7 +99,7 @@ impl Collector {
             tick.tick().await;
             let mut batch = self.drain();
             n = n.wrapping_add(1);
-            if n % self.snapshot_every == 0 {
+            if n.is_multiple_of(self.snapshot_every) {
                 batch.push(Event::Kernel(self.kernel_counters()));
                 batch.push(Event::Parked(self.parked_snapshot()));
             }

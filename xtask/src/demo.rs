@@ -157,8 +157,8 @@ fn render(metrics: &str, goroutines: &Value, previous: &mut BTreeMap<String, f64
     gs.sort_by_key(|g| std::cmp::Reverse(g["blocked_ns"].as_u64().unwrap_or(0)));
     println!("\nmost blocked goroutines:");
     println!(
-        "{:>6} {:<8} {:>12}  {:<22} {}",
-        "goid", "state", "blocked", "longest block", "where"
+        "{:>6} {:<8} {:>12}  {:<22} where",
+        "goid", "state", "blocked", "longest block"
     );
     for g in gs.iter().take(12) {
         let b = &g["blocking"][0];

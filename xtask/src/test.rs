@@ -56,7 +56,7 @@ pub fn run(o: Options) -> Result<()> {
     ]))?;
     run_cmd(cargo().args(["build", "--package", "gort"]))?;
     let mut test = cargo();
-    test.args(["test", "--workspace"])
+    test.args(["test"])
         .env("GORT_BIN", root.join("target/debug/gort"));
     if let Some(f) = &o.filter {
         test.arg("--").arg(f);

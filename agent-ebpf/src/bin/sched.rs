@@ -75,7 +75,7 @@ fn try_gopark_entry(ctx: &ProbeContext) -> Result<u32, u32> {
         _pad: [0; 7],
     };
     // Overwrites a stale entry of this g (a park whose return we missed while attaching).
-    if PARKED.insert(&key, &parked, 0).is_err() {
+    if PARKED.insert(key, parked, 0).is_err() {
         count_drop(DropCause::InflightFull);
     }
     Ok(0)
@@ -99,9 +99,9 @@ fn try_gopark_return(ctx: &ProbeContext) -> Result<u32, u32> {
     };
     // SAFETY: the value is copied out at once; only this goroutine, running on this thread
     // now, writes its own entry.
-    let parked = unsafe { PARKED.get(&key) }.copied();
+    let parked = unsafe { PARKED.get(key) }.copied();
     if parked.is_some() {
-        let _ = PARKED.remove(&key);
+        let _ = PARKED.remove(key);
     }
     let (slot, config) = binary_config(ctx)?;
     let Some(mut event) = EVENTS.reserve::<BlockEvent>(0) else {

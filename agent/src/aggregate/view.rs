@@ -198,7 +198,7 @@ pub fn goroutines(state: &State, pid: Option<u32>, now_ns: u64) -> Vec<Goroutine
             };
             let mut blocking: Vec<BlockingView> =
                 g.blocking.iter().map(|b| blocking_view(b, &sym)).collect();
-            blocking.sort_by(|a, b| b.blocked_ns.cmp(&a.blocked_ns));
+            blocking.sort_by_key(|b| std::cmp::Reverse(b.blocked_ns));
             out.push(GoroutineView {
                 pid: p.pid,
                 goid: g.goid,

@@ -184,6 +184,7 @@ mod tests {
                     histogram: h,
                     parked_now: 3,
                 }],
+                sched_latency: None,
             }],
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],

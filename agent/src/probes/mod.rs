@@ -25,7 +25,7 @@ pub enum ProbeError {
     )]
     Load {
         #[source]
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
     #[error("the eBPF object has no {kind} `{name}`")]
     Missing {
@@ -36,7 +36,7 @@ pub enum ProbeError {
     Program {
         name: &'static str,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("cannot attach `{program}` to `{path}` at file offset {offset:#x}: {source}")]
     Attach {
@@ -44,13 +44,13 @@ pub enum ProbeError {
         path: String,
         offset: u64,
         #[source]
-        source: ProgramError,
+        source: Box<ProgramError>,
     },
     #[error("cannot use eBPF map `{name}`: {source}")]
     Map {
         name: &'static str,
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
     #[error("gort attaches to at most {MAX_BINARIES} distinct binaries at once")]
     TooManyBinaries,
@@ -108,11 +108,16 @@ impl Probes {
             .map_max_entries("EVENTS", settings.ringbuf_bytes)
             .map_max_entries("PARKED", settings.max_parked)
             .load(sched::OBJECT)
-            .map_err(|source| ProbeError::Load { source })?;
+            .map_err(|source| ProbeError::Load {
+                source: Box::new(source),
+            })?;
         for name in sched::PROGRAMS {
             program(&mut ebpf, name)?
                 .load()
-                .map_err(|source| ProbeError::Program { name, source })?;
+                .map_err(|source| ProbeError::Program {
+                    name,
+                    source: Box::new(source),
+                })?;
         }
         let maps = KernelMaps {
             events: take_map(&mut ebpf, "EVENTS")?,
@@ -151,7 +156,7 @@ impl Probes {
             .set(slot, config, 0)
             .map_err(|source| ProbeError::Map {
                 name: "BINARY_CONFIG",
-                source,
+                source: Box::new(source),
             })?;
         self.used_slots[slot as usize] = true;
         let mut attachment = Attachment {
@@ -204,7 +209,7 @@ impl Probes {
                 program: name,
                 path: path.display().to_string(),
                 offset,
-                source,
+                source: Box::new(source),
             })?;
         attachment.links.push((name, link));
         Ok(())
@@ -227,5 +232,8 @@ where
     let map = ebpf
         .take_map(name)
         .ok_or(ProbeError::Missing { kind: "map", name })?;
-    T::try_from(map).map_err(|source| ProbeError::Map { name, source })
+    T::try_from(map).map_err(|source| ProbeError::Map {
+        name,
+        source: Box::new(source),
+    })
 }
