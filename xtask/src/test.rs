@@ -37,13 +37,7 @@ pub fn run(o: Options) -> Result<()> {
     if !o.no_lint {
         run_cmd(cargo().args(["fmt", "--all", "--check"]))?;
         // The default members: agent-ebpf builds only for the BPF target.
-        run_cmd(cargo().args([
-            "clippy",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))?;
+        run_cmd(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
     }
     run_cmd(cargo().args([
         "run",
