@@ -28,7 +28,7 @@ pub fn report(path: &Path) -> Value {
     let binary = match GoBinary::open(path) {
         Ok(b) => std::sync::Arc::new(b),
         Err(e) => {
-            return json!({ "path": path.display().to_string(), "attachable": false, "reason": e.to_string() });
+            return json!({ "path": path.display().to_string(), "attachable": false, "reason": error_chain(&e) });
         }
     };
     let info = binary.build_info();
@@ -67,7 +67,7 @@ pub fn report(path: &Path) -> Value {
         }
         Err(e) => {
             r["attachable"] = json!(false);
-            r["reason"] = json!(e.to_string());
+            r["reason"] = json!(error_chain(&e));
             if let Some(f) = binary.function(GOPARK) {
                 r["gopark"] = json!({ "vaddr": format!("{:#x}", f.entry) });
             }
@@ -144,4 +144,19 @@ fn render_text(r: &Value) -> String {
         let _ = writeln!(out, "can attach:    no: {}", s(&r["reason"]));
     }
     out
+}
+
+/// An error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let next = c.to_string();
+        if !s.contains(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        cause = c.source();
+    }
+    s
 }

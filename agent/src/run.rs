@@ -47,7 +47,11 @@ pub async fn run(o: RunOptions) -> Result<()> {
         }
         (None, None) => bail!("give --pid or --exe"),
     };
-    let target = Arc::new(GoTarget::open(&open_path)?);
+    let target = Arc::new(match &want {
+        Want::Pid { id, exe_display } => GoTarget::open(&open_path)
+            .with_context(|| format!("process {} ({exe_display})", id.pid))?,
+        Want::Exe { .. } => GoTarget::open(&open_path)?,
+    });
 
     // Bind before attaching: a busy port must not leave probes behind.
     let listener = TcpListener::bind(o.listen)
