@@ -260,19 +260,23 @@ impl Gort {
         Ok(Metrics::parse(&self.get("/metrics")?))
     }
 
-    /// Stops gort; returns what it printed on stderr.
+    /// Stops gort with SIGTERM, as a service manager would; returns what it printed on stderr.
     pub fn stop(mut self) -> Result<String> {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let out =
-            std::mem::replace(&mut self.child, Command::new("true").spawn()?).wait_with_output()?;
-        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+        let status = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status()?;
+        ensure!(status.success(), "kill failed: {status}");
+        let status = self.child.wait()?;
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut err)?;
+        }
+        ensure!(
+            status.success(),
+            "gort exited with {status} after SIGTERM: {err}"
+        );
+        Ok(err)
     }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 impl Drop for Gort {

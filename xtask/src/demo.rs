@@ -158,7 +158,7 @@ fn render(metrics: &str, goroutines: &Value, previous: &mut BTreeMap<String, f64
     println!("\nmost blocked goroutines:");
     println!(
         "{:>6} {:<8} {:>12}  {:<22} where",
-        "goid", "state", "blocked", "longest block"
+        "goid", "state", "blocked", "mostly on"
     );
     for g in gs.iter().take(12) {
         let b = &g["blocking"][0];
@@ -175,7 +175,7 @@ fn render(metrics: &str, goroutines: &Value, previous: &mut BTreeMap<String, f64
         };
         println!(
             "{:>6} {:<8} {:>11.3}s  {:<22} {}",
-            g["goid"],
+            g["goid"].as_u64().unwrap_or(0),
             g["state"].as_str().unwrap_or("?"),
             g["blocked_ns"].as_f64().unwrap_or(0.0) / 1e9,
             b["reason"].as_str().unwrap_or("-"),
