@@ -60,6 +60,20 @@ pub fn report(path: &Path) -> Value {
                 "g.waitreason": o.g_waitreason,
                 "schedt.timeToRun": o.schedt_time_to_run,
             });
+            r["goroutine_list"] = match t.allg {
+                Some(v) => json!({
+                    "source": format!("{:?}", v.source).to_lowercase(),
+                    "runtime.allglen": format!("{:#x}", v.allglen),
+                    "runtime.allgptr": format!("{:#x}", v.allgptr),
+                }),
+                None => json!({ "unavailable": t.allg_error }),
+            };
+            r["sched_latency_histogram"] = match t.sched_latency {
+                Some(h) => json!({ "runtime.sched.timeToRun": format!("{:#x}", h.vaddr) }),
+                None => {
+                    json!({ "unavailable": "runtime.sched or the histogram's layout not found" })
+                }
+            };
             r["wait_reasons"] = json!({
                 "source": format!("{:?}", t.wait_reasons.source).to_lowercase(),
                 "names": t.wait_reasons.names,
@@ -130,6 +144,15 @@ fn render_text(r: &Value) -> String {
         let _ = writeln!(out, "offsets (from {}):", s(&o["source"]));
         for (k, v) in o.iter().filter(|(k, _)| *k != "source") {
             let _ = writeln!(out, "  {k:<18} {}", s(v));
+        }
+    }
+    for (key, title) in [
+        ("goroutine_list", "goroutine list"),
+        ("sched_latency_histogram", "scheduling latency histogram"),
+    ] {
+        if let Some(o) = r.get(key).and_then(Value::as_object) {
+            let parts: Vec<String> = o.iter().map(|(k, v)| format!("{k} {}", s(v))).collect();
+            let _ = writeln!(out, "{title}: {}", parts.join(", "));
         }
     }
     if let Some(w) = r.get("wait_reasons") {

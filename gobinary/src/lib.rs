@@ -24,7 +24,7 @@ use std::{
     sync::Arc,
 };
 
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic};
+use iced_x86::{Decoder, DecoderOptions, Instruction, MemorySize, Mnemonic, OpKind, Register};
 
 use crate::{buildinfo::PointerReader, elf::Elf, runtime::DwarfError};
 pub use crate::{
@@ -46,6 +46,19 @@ const MODULEDATA_TEXT: u64 = 8 + 6 * 24 + 8 + 8 + 8;
 const MODULEDATA_MINPC: u64 = 8 + 6 * 24 + 8;
 /// Offset of `maxpc` in `runtime.moduledata`.
 const MODULEDATA_MAXPC: u64 = MODULEDATA_MINPC + 8;
+
+/// Addresses (link-time) of the runtime's goroutine list: `allglen` (uintptr) and `allgptr`
+/// (`**g`, the first element of `allgs`). Read `allglen` first, then `allgptr`
+/// (runtime/proc.go `atomicAllG`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllGVariables {
+    /// `runtime.allglen`: how many goroutines `allgs` holds.
+    pub allglen: u64,
+    /// `runtime.allgptr`: a pointer to `allgs[0]`.
+    pub allgptr: u64,
+    /// [`Source::Symbol`] or [`Source::Code`].
+    pub source: Source,
+}
 
 /// A Go executable read into memory.
 #[derive(Debug)]
@@ -127,6 +140,189 @@ impl GoBinary {
     /// The function called `name`, from the pclntab (so it works on stripped binaries).
     pub fn function(&self, name: &str) -> Option<Func> {
         self.pclntab.func_by_name(name)
+    }
+
+    /// Where the runtime keeps its list of goroutines (`runtime.allglen` and
+    /// `runtime.allgptr`, runtime/proc.go): from the symbol table, or, in a stripped binary,
+    /// by disassembling `runtime.allgadd`, the one function that writes both.
+    pub fn allg_variables(&self) -> Result<AllGVariables, Error> {
+        if let (Some(len), Some(ptr)) = (
+            self.symbol("runtime.allglen"),
+            self.symbol("runtime.allgptr"),
+        ) {
+            return Ok(AllGVariables {
+                allglen: len.addr,
+                allgptr: ptr.addr,
+                source: Source::Symbol,
+            });
+        }
+        self.allg_variables_from_code()
+    }
+
+    /// [`GoBinary::allg_variables`] from the code of `runtime.allgadd` alone.
+    pub fn allg_variables_from_code(&self) -> Result<AllGVariables, Error> {
+        let missing = || Error::Missing {
+            path: self.path.clone(),
+            what:
+                "runtime.allglen and runtime.allgptr (neither symbols nor found in runtime.allgadd)"
+                    .into(),
+        };
+        let f = self.function("runtime.allgadd").ok_or_else(missing)?;
+        self.allg_variables_in(&f).ok_or_else(missing)
+    }
+
+    /// `runtime.allgadd` (runtime/proc.go) ends with
+    /// `atomicstorep(&allgptr, &allgs[0]); atomic.Storeuintptr(&allglen, n)`: the write
+    /// barrier call `runtime.atomicwb` takes `&allgptr` as its first argument (RAX, loaded
+    /// by a RIP-relative LEA), and both stores are XCHGs through a register loaded by a
+    /// RIP-relative LEA; the last one that is not to `allgptr` is `allglen`.
+    fn allg_variables_in(&self, f: &Func) -> Option<AllGVariables> {
+        if self.arch() != Arch::Amd64 {
+            return None;
+        }
+        let len = usize::try_from(f.end.checked_sub(f.entry)?).ok()?;
+        let code = self.read_bytes(f.entry, len)?;
+        let mut decoder = Decoder::with_ip(64, code, f.entry, DecoderOptions::NONE);
+        let mut instruction = Instruction::default();
+        // The address each register was last loaded with by a RIP-relative LEA.
+        let mut lea: Vec<(Register, u64)> = Vec::new();
+        let loaded = |lea: &[(Register, u64)], r: Register| {
+            lea.iter().rev().find(|(reg, _)| *reg == r).map(|(_, a)| *a)
+        };
+        let (mut allgptr, mut allglen) = (None, None);
+        while decoder.can_decode() {
+            decoder.decode_out(&mut instruction);
+            match instruction.mnemonic() {
+                Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => {
+                    lea.push((
+                        instruction.op0_register(),
+                        instruction.ip_rel_memory_address(),
+                    ));
+                }
+                Mnemonic::Call if instruction.op0_kind() == OpKind::NearBranch64 => {
+                    let callee = self.pclntab.func_at(instruction.near_branch_target());
+                    if callee.is_some_and(|c| c.name == "runtime.atomicwb") {
+                        allgptr = loaded(&lea, Register::RAX);
+                    }
+                }
+                Mnemonic::Xchg => {
+                    let target = (0..instruction.op_count())
+                        .find(|&i| instruction.op_kind(i) == OpKind::Memory)
+                        .and_then(|_| {
+                            if instruction.is_ip_rel_memory_operand() {
+                                Some(instruction.ip_rel_memory_address())
+                            } else if instruction.memory_index() == Register::None
+                                && instruction.memory_displacement64() == 0
+                            {
+                                loaded(&lea, instruction.memory_base())
+                            } else {
+                                None
+                            }
+                        });
+                    if target.is_some() && target != allgptr {
+                        allglen = target;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(AllGVariables {
+            allglen: allglen?,
+            allgptr: allgptr?,
+            source: Source::Code,
+        })
+    }
+
+    /// Where `runtime.sched` (the scheduler's global state, runtime/runtime2.go `schedt`) is:
+    /// its symbol, or, in a stripped binary, found in the code of `runtime.newproc1`.
+    pub fn sched_variable(&self) -> Result<(u64, Source), Error> {
+        if let Some(sym) = self.symbol("runtime.sched") {
+            return Ok((sym.addr, Source::Symbol));
+        }
+        self.sched_variable_from_code()
+            .map(|addr| (addr, Source::Code))
+    }
+
+    /// `runtime.newproc1` (runtime/proc.go) does `sched.ngsys.Add(1)` (a 32-bit LOCK XADD)
+    /// for system goroutines and `sched.goidgen.Add(_GoidCacheBatch)` (a 64-bit one) when
+    /// its P runs out of goroutine ids, both through a register loaded by a RIP-relative
+    /// LEA. `runtime.sched` is where both field offsets (from DWARF or the table) point back
+    /// to the same address.
+    pub fn sched_variable_from_code(&self) -> Result<u64, Error> {
+        let missing = |why: &str| Error::Missing {
+            path: self.path.clone(),
+            what: format!("runtime.sched ({why})"),
+        };
+        let offsets = self.runtime_offsets()?;
+        let (Some(goidgen), Some(ngsys)) = (offsets.schedt_goidgen, offsets.schedt_ngsys) else {
+            return Err(missing("no offsets of schedt.goidgen and schedt.ngsys"));
+        };
+        let f = self
+            .function("runtime.newproc1")
+            .ok_or_else(|| missing("no runtime.newproc1"))?;
+        let xadds = self
+            .locked_xadd_targets(&f)
+            .ok_or_else(|| missing("runtime.newproc1 is not readable"))?;
+        xadds
+            .iter()
+            .filter(|&&(size, _)| size == 4)
+            .filter_map(|&(_, addr)| addr.checked_sub(u64::from(ngsys)))
+            .find(|&sched| {
+                sched
+                    .checked_add(u64::from(goidgen))
+                    .is_some_and(|target| xadds.contains(&(8, target)))
+            })
+            .ok_or_else(|| missing("not found in runtime.newproc1"))
+    }
+
+    /// (operand size, address) of every LOCK XADD in `f` whose memory operand is
+    /// RIP-relative or a register loaded by a RIP-relative LEA.
+    fn locked_xadd_targets(&self, f: &Func) -> Option<Vec<(usize, u64)>> {
+        if self.arch() != Arch::Amd64 {
+            return None;
+        }
+        let len = usize::try_from(f.end.checked_sub(f.entry)?).ok()?;
+        let code = self.read_bytes(f.entry, len)?;
+        let mut decoder = Decoder::with_ip(64, code, f.entry, DecoderOptions::NONE);
+        let mut instruction = Instruction::default();
+        let mut lea: Vec<(Register, u64)> = Vec::new();
+        let mut out = Vec::new();
+        while decoder.can_decode() {
+            decoder.decode_out(&mut instruction);
+            match instruction.mnemonic() {
+                Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => {
+                    lea.push((
+                        instruction.op0_register(),
+                        instruction.ip_rel_memory_address(),
+                    ));
+                }
+                Mnemonic::Xadd
+                    if instruction.has_lock_prefix()
+                        && instruction.op0_kind() == OpKind::Memory =>
+                {
+                    let target = if instruction.is_ip_rel_memory_operand() {
+                        Some(instruction.ip_rel_memory_address())
+                    } else if instruction.memory_index() == Register::None
+                        && instruction.memory_displacement64() == 0
+                    {
+                        let base = instruction.memory_base();
+                        lea.iter().rev().find(|(r, _)| *r == base).map(|(_, a)| *a)
+                    } else {
+                        None
+                    };
+                    let size = match instruction.memory_size() {
+                        MemorySize::UInt32 => 4,
+                        MemorySize::UInt64 => 8,
+                        _ => 0,
+                    };
+                    if let Some(t) = target {
+                        out.push((size, t));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(out)
     }
 
     /// The address of every RET instruction of `f`, found by decoding its code linearly

@@ -17,6 +17,8 @@ pub enum Source {
     Dwarf,
     /// Taken from the table generated per Go release by `cargo xtask offsetgen`.
     Table,
+    /// Found by disassembling the runtime function that writes it.
+    Code,
 }
 
 /// The names of `runtime.waitReason` values (runtime/runtime2.go `waitReasonStrings`).
@@ -58,6 +60,10 @@ pub struct RuntimeOffsets {
     pub g_waitreason: u32,
     /// `runtime.schedt.timeToRun` (timeHistogram): the scheduling latency histogram.
     pub schedt_time_to_run: Option<u32>,
+    /// `runtime.schedt.goidgen` and `.ngsys`: how `runtime.sched` is found in the code of
+    /// `runtime.newproc1` when its symbol is gone.
+    pub schedt_goidgen: Option<u32>,
+    pub schedt_ngsys: Option<u32>,
     /// `runtime.timeHistogram.underflow`: the end of its `counts` array, so the number of
     /// buckets is this over 8 (checked against [`TimeHistogramLayout`]).
     pub time_histogram_underflow: Option<u32>,
@@ -83,6 +89,8 @@ const MEMBERS: &[(&str, &str)] = &[
     ("runtime.g", "atomicstatus"),
     ("runtime.g", "waitreason"),
     ("runtime.schedt", "timeToRun"),
+    ("runtime.schedt", "goidgen"),
+    ("runtime.schedt", "ngsys"),
     ("runtime.moduledata", "gofunc"),
     ("runtime.timeHistogram", "underflow"),
 ];
@@ -151,6 +159,8 @@ pub(crate) fn offsets_from_dwarf(data: &[u8]) -> Result<RuntimeOffsets, DwarfErr
         schedt_time_to_run: get("runtime.schedt", "timeToRun"),
         moduledata_gofunc: need("runtime.moduledata", "gofunc")?,
         time_histogram_underflow: get("runtime.timeHistogram", "underflow"),
+        schedt_goidgen: get("runtime.schedt", "goidgen"),
+        schedt_ngsys: get("runtime.schedt", "ngsys"),
         source: Source::Dwarf,
     })
 }

@@ -84,13 +84,10 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
          /// One entry per supported Go minor release, oldest first.\n\
          pub(crate) const ENTRIES: &[StaticEntry] = &[\n",
     );
+    let opt = |o: Option<u32>| o.map_or("None".to_owned(), |v| format!("Some({v})"));
     for e in entries {
         let v = e.go_version;
         let o = &e.offsets;
-        let time_to_run = match o.schedt_time_to_run {
-            Some(off) => format!("Some({off})"),
-            None => "None".to_owned(),
-        };
         // `write!` to a String cannot fail.
         let _ = write!(
             out,
@@ -103,6 +100,8 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
                      g_atomicstatus: {},\n            \
                      g_waitreason: {},\n            \
                      schedt_time_to_run: {},\n            \
+                     schedt_goidgen: {},\n            \
+                     schedt_ngsys: {},\n            \
                      time_histogram_underflow: {},\n            \
                      moduledata_gofunc: {},\n            \
                      source: Source::Table,\n        \
@@ -116,9 +115,10 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
             o.g_startpc,
             o.g_atomicstatus,
             o.g_waitreason,
-            time_to_run,
-            o.time_histogram_underflow
-                .map_or("None".to_owned(), |u| format!("Some({u})")),
+            opt(o.schedt_time_to_run),
+            opt(o.schedt_goidgen),
+            opt(o.schedt_ngsys),
+            opt(o.time_histogram_underflow),
             o.moduledata_gofunc,
         );
         for (i, name) in e.wait_reasons.iter().enumerate() {

@@ -120,6 +120,8 @@ pub struct GoProgram {
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     pub pid: u32,
+    /// The program's first line (`{"ready":true,...}`).
+    pub ready: Value,
 }
 
 impl GoProgram {
@@ -143,12 +145,14 @@ impl GoProgram {
             child,
             stdin,
             stdout,
+            ready: Value::Null,
         };
         let ready = p.read_json()?;
         ensure!(
             ready["ready"] == Value::Bool(true),
             "unexpected first line {ready}"
         );
+        p.ready = ready;
         Ok(p)
     }
 

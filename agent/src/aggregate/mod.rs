@@ -22,6 +22,7 @@ use crate::{
     target::{
         GoTarget,
         process::{self as proc, ProcessId, ProcessMemory},
+        walk,
     },
 };
 
@@ -92,6 +93,8 @@ pub struct ProcessState {
     pub bias: Option<u64>,
     memory: Option<ProcessMemory>,
     pub blocking: ProcessBlocking,
+    /// How many goroutines the walk of the runtime's list found at attach, or why it could not.
+    pub walked: Result<usize, String>,
     /// The last reading of the runtime's own scheduling-latency histogram.
     pub sched_latency: Option<sched_latency::RuntimeHistogram>,
     pub first_seen_ns: u64,
@@ -216,15 +219,26 @@ impl State {
             let bias = proc::load_bias(pid, target.gopark_entry, target.gopark_vaddr)
                 .ok()
                 .or((!target.binary.is_pie()).then_some(0));
+            let memory = ProcessMemory::open(pid).ok();
+            let mut blocking = ProcessBlocking::default();
+            let walked = walk_goroutines(
+                memory.as_ref(),
+                target,
+                bias,
+                now,
+                &settings.retention,
+                &mut blocking,
+            );
             ProcessState {
                 pid,
+                walked,
                 exited_ns: if id.is_some() { None } else { Some(now) },
                 id,
                 service,
                 bias,
-                memory: ProcessMemory::open(pid).ok(),
+                memory,
                 binary,
-                blocking: ProcessBlocking::default(),
+                blocking,
                 sched_latency: None,
                 first_seen_ns: now,
             }
@@ -341,6 +355,26 @@ impl State {
     pub fn agent_drops(&self) -> &AgentDrops {
         &self.agent_drops
     }
+}
+
+/// Finds the goroutines that existed before the probes attached (they must be attached
+/// already, so that nothing happening from now on is missed).
+fn walk_goroutines(
+    memory: Option<&ProcessMemory>,
+    target: &GoTarget,
+    bias: Option<u64>,
+    now_ns: u64,
+    limits: &Retention,
+    blocking: &mut ProcessBlocking,
+) -> Result<usize, String> {
+    let vars = target
+        .allg
+        .ok_or_else(|| target.allg_error.clone().unwrap_or_default())?;
+    let memory = memory.ok_or("the process's memory is not readable")?;
+    let bias = bias.ok_or("the executable's load address is unknown")?;
+    let walked = walk::walk(memory, vars, bias, &target.offsets).map_err(|e| e.to_string())?;
+    blocking.on_walk(&walked, now_ns, limits);
+    Ok(walked.len())
 }
 
 fn exe_base_name(exe: &str) -> String {

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::histogram::DurationHistogram;
+use crate::target::walk::{G_DEAD, G_WAITING, WalkedGoroutine};
 
 /// Where a goroutine comes from, as raw runtime addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +36,9 @@ pub struct ReasonStats {
 pub enum GoroutineState {
     /// Not parked: running, runnable, or in a system call.
     Running,
-    /// Parked since `since_ns` (CLOCK_MONOTONIC) for `reason`.
-    Waiting { reason: u8, since_ns: u64 },
+    /// Parked for `reason` since `since_ns` (CLOCK_MONOTONIC); None when it was parked
+    /// before gort attached (found by the walk of the goroutine list).
+    Waiting { reason: u8, since_ns: Option<u64> },
     /// Exited (noticed at `at_ns`).
     Exited { at_ns: u64 },
 }
@@ -182,18 +184,66 @@ impl ProcessBlocking {
             *self.parked_now.entry(reason).or_default() += 1;
         }
         // Goroutines no longer in the map have resumed (their event may still be on its way).
+        // Those parked before gort attached were never in it: they wait for their resume.
         for gr in self.goroutines.values_mut() {
-            if matches!(gr.state, GoroutineState::Waiting { .. }) {
-                gr.state = GoroutineState::Running;
+            match gr.state {
+                GoroutineState::Waiting {
+                    since_ns: Some(_), ..
+                } => gr.state = GoroutineState::Running,
+                GoroutineState::Waiting {
+                    reason,
+                    since_ns: None,
+                } => {
+                    *self.parked_now.entry(reason).or_default() += 1;
+                }
+                _ => {}
             }
         }
         for &(goid, g, reason, park_ns) in parked {
-            if let Some(gr) = self.goroutine(goid, g, taken_ns, limits, reader) {
-                gr.state = GoroutineState::Waiting {
-                    reason,
-                    since_ns: park_ns,
-                };
+            let Some(gr) = self.goroutine(goid, g, taken_ns, limits, reader) else {
+                continue;
+            };
+            let before = gr.state;
+            gr.state = GoroutineState::Waiting {
+                reason,
+                since_ns: Some(park_ns),
+            };
+            if let GoroutineState::Waiting {
+                reason,
+                since_ns: None,
+            } = before
+            {
+                // It resumed and parked again since the walk; its resume is on its way.
+                *self.parked_now.entry(reason).or_default() -= 1;
             }
+        }
+        self.parked_now.retain(|_, n| *n > 0);
+    }
+
+    /// Takes in the goroutines that existed when gort attached, found by walking the
+    /// runtime's list at `now_ns`. Goroutines the probes already reported are left alone.
+    pub fn on_walk(&mut self, walked: &[WalkedGoroutine], now_ns: u64, limits: &Retention) {
+        for w in walked.iter().filter(|w| w.status != G_DEAD) {
+            if self.goroutines.contains_key(&w.goid) {
+                continue;
+            }
+            if self.goroutines.len() - self.exited.len() >= limits.max_goroutines {
+                self.untracked_goroutines += 1;
+                continue;
+            }
+            let mut gr = Goroutine::new(w.goid, w.g, now_ns);
+            gr.origin = Some(Origin {
+                gopc: w.gopc,
+                startpc: w.startpc,
+            });
+            if w.status == G_WAITING {
+                gr.state = GoroutineState::Waiting {
+                    reason: w.waitreason,
+                    since_ns: None,
+                };
+                *self.parked_now.entry(w.waitreason).or_default() += 1;
+            }
+            self.goroutines.insert(w.goid, gr);
         }
     }
 
@@ -339,12 +389,63 @@ mod tests {
             p.goroutines[&8].state,
             GoroutineState::Waiting {
                 reason: 14,
-                since_ns: 600
+                since_ns: Some(600)
             }
         );
         p.on_parked_snapshot(&[(9, 0x300, 3, 700)], 2_000, &LIMITS, &mem);
         assert_eq!(p.parked_now, BTreeMap::from([(3, 1)]));
         assert_eq!(p.goroutines[&8].state, GoroutineState::Running);
+    }
+
+    #[test]
+    fn goroutines_parked_before_attach_count_until_they_resume() {
+        let mem = FakeMemory::default();
+        let mut p = ProcessBlocking::default();
+        let walked = |goid, status, waitreason| WalkedGoroutine {
+            g: goid * 0x100,
+            goid,
+            status,
+            waitreason,
+            gopc: 1,
+            startpc: 2,
+        };
+        p.on_walk(
+            &[
+                walked(1, G_WAITING, 14),
+                walked(2, G_WAITING, 14),
+                walked(3, 2, 0),
+                walked(4, G_DEAD, 0),
+            ],
+            50,
+            &LIMITS,
+        );
+        assert_eq!(p.goroutines.len(), 3, "the dead g is not a goroutine");
+        assert_eq!(p.parked_now, BTreeMap::from([(14, 2)]));
+        // The first snapshot does not see them (they are not in the probes' map) and keeps them.
+        p.on_parked_snapshot(&[], 100, &LIMITS, &mem);
+        assert_eq!(p.parked_now, BTreeMap::from([(14, 2)]));
+        assert_eq!(
+            p.goroutines[&1].state,
+            GoroutineState::Waiting {
+                reason: 14,
+                since_ns: None
+            }
+        );
+        // One resumes: its park was not seen.
+        p.on_resume_unmatched(1, 0x100, 150, &LIMITS, &mem);
+        p.on_parked_snapshot(&[], 200, &LIMITS, &mem);
+        assert_eq!(p.parked_now, BTreeMap::from([(14, 1)]));
+        assert_eq!(p.goroutines[&1].state, GoroutineState::Running);
+        // The other resumed and parked again before the snapshot: counted once.
+        p.on_parked_snapshot(&[(2, 0x200, 9, 180)], 300, &LIMITS, &mem);
+        assert_eq!(p.parked_now, BTreeMap::from([(9, 1)]));
+        assert_eq!(
+            p.goroutines[&2].origin,
+            Some(Origin {
+                gopc: 1,
+                startpc: 2
+            })
+        );
     }
 
     #[test]

@@ -140,10 +140,17 @@ pub struct GoroutineView {
     pub waiting_since_unix_ns: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting_ns: Option<u64>,
+    /// Waiting since before gort attached (found by walking the runtime's goroutine list):
+    /// since when is unknown.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub parked_before_attach: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_by: Option<Frame>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_function: Option<String>,
+    /// One of the runtime's own goroutines (GC workers, sweeper, ...), which
+    /// `runtime.NumGoroutine` and goroutine dumps leave out.
+    pub system: bool,
     pub first_seen_unix_ns: u64,
     pub last_event_unix_ns: u64,
     /// Total of `blocking[].blocked_ns`.
@@ -192,10 +199,11 @@ pub fn goroutines(state: &State, pid: Option<u32>, now_ns: u64) -> Vec<Goroutine
                 GoroutineState::Waiting { reason, since_ns } => (
                     "waiting",
                     Some(target.wait_reason_name(reason).0.to_string()),
-                    Some(since_ns),
+                    since_ns,
                 ),
                 GoroutineState::Exited { .. } => ("exited", None, None),
             };
+            let start_function = g.origin.and_then(|o| sym.function(o.startpc));
             let mut blocking: Vec<BlockingView> =
                 g.blocking.iter().map(|b| blocking_view(b, &sym)).collect();
             blocking.sort_by_key(|b| std::cmp::Reverse(b.blocked_ns));
@@ -206,8 +214,13 @@ pub fn goroutines(state: &State, pid: Option<u32>, now_ns: u64) -> Vec<Goroutine
                 reason,
                 waiting_since_unix_ns: since.map(|s| clock.unix_ns(s)),
                 waiting_ns: since.map(|s| now_ns.saturating_sub(s)),
+                parked_before_attach: matches!(
+                    g.state,
+                    GoroutineState::Waiting { since_ns: None, .. }
+                ),
                 created_by: g.origin.and_then(|o| sym.call_site(o.gopc)),
-                start_function: g.origin.and_then(|o| sym.function(o.startpc)),
+                start_function: start_function.clone(),
+                system: start_function.as_deref().is_some_and(is_system_goroutine),
                 first_seen_unix_ns: clock.unix_ns(g.first_seen_ns),
                 last_event_unix_ns: clock.unix_ns(g.last_event_ns),
                 blocked_ns: g.blocking.iter().map(|b| b.blocked_ns).sum(),
@@ -297,6 +310,18 @@ impl Symbolizer<'_> {
     }
 }
 
+/// Whether a goroutine that started in `start_function` is one of the runtime's own, as
+/// runtime/traceback.go `isSystemGoroutine` decides: it started in package runtime, but not
+/// in `runtime.main` (nor the runtime's entry points into user code). The finalizer and
+/// cleanup goroutines count as the runtime's, as the runtime counts them between calls.
+pub fn is_system_goroutine(start_function: &str) -> bool {
+    start_function.starts_with("runtime.")
+        && !matches!(
+            start_function,
+            "runtime.main" | "runtime.corostart" | "runtime.handleAsyncEvent"
+        )
+}
+
 fn under_module(pkg: &str, module: &str) -> bool {
     pkg == module
         || pkg
@@ -330,6 +355,11 @@ pub struct ProcessView {
     pub offsets_source: String,
     pub wait_reasons_source: String,
     pub goroutines_tracked: usize,
+    /// Goroutines found by walking the runtime's goroutine list at attach, or why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goroutines_walked: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub walk_error: Option<String>,
     pub goroutines_untracked: u64,
     pub resumes_unmatched: u64,
 }
@@ -358,6 +388,8 @@ pub fn processes(state: &State, _now_ns: u64) -> Vec<ProcessView> {
                 offsets_source: format!("{:?}", t.offsets.source).to_lowercase(),
                 wait_reasons_source: format!("{:?}", t.wait_reasons.source).to_lowercase(),
                 goroutines_tracked: p.blocking.goroutines.len(),
+                goroutines_walked: p.walked.as_ref().ok().copied(),
+                walk_error: p.walked.as_ref().err().cloned(),
                 goroutines_untracked: p.blocking.untracked_goroutines,
                 resumes_unmatched: p.blocking.resumes_unmatched,
             }
@@ -368,6 +400,17 @@ pub fn processes(state: &State, _now_ns: u64) -> Vec<ProcessView> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn system_goroutines_as_the_runtime_says() {
+        assert!(is_system_goroutine("runtime.gcBgMarkWorker"));
+        assert!(is_system_goroutine(
+            "runtime.unique_runtime_registerUniqueMapCleanup.gowrap1"
+        ));
+        assert!(!is_system_goroutine("runtime.main"));
+        assert!(!is_system_goroutine("main.main.func1"));
+        assert!(!is_system_goroutine("net/http.(*conn).serve"));
+    }
 
     #[test]
     fn packages_of_functions() {

@@ -105,8 +105,7 @@ impl Collector for ViewCollector {
             "gort_sched_latency",
             "Time goroutines spent runnable before running, read from the runtime's own \
              histogram (runtime/metrics /sched/latencies:seconds: one in eight scheduling events \
-             is sampled). The runtime keeps no sum: _sum is estimated from bucket midpoints. \
-             Needs the binary's symbol table (not stripped).",
+             is sampled). The runtime keeps no sum: _sum is estimated from bucket midpoints.",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;

@@ -6,10 +6,13 @@
 //! reason why not.
 
 pub mod process;
+pub mod walk;
 
 use std::{path::Path, sync::Arc};
 
-use gobinary::{Arch, GoBinary, GoVersion, RuntimeOffsets, TimeHistogramLayout, WaitReasons};
+use gobinary::{
+    AllGVariables, Arch, GoBinary, GoVersion, RuntimeOffsets, TimeHistogramLayout, WaitReasons,
+};
 use thiserror::Error;
 
 /// Oldest Go release gort supports.
@@ -76,6 +79,10 @@ pub struct GoTarget {
     /// Where the runtime's scheduling-latency histogram (`runtime.sched.timeToRun`) is, if
     /// the binary says: the `runtime.sched` symbol is gone from stripped binaries.
     pub sched_latency: Option<SchedLatencyHistogram>,
+    /// Where the runtime's goroutine list is, to find goroutines that existed before gort
+    /// attached (None: the binary does not say, see `allg_error`).
+    pub allg: Option<AllGVariables>,
+    pub allg_error: Option<String>,
 }
 
 /// The runtime's `sched.timeToRun` of a binary.
@@ -151,14 +158,20 @@ impl GoTarget {
                 source,
             })?;
         let sched_latency = (|| {
-            let sched = binary.symbol("runtime.sched")?;
+            let (sched, _) = binary.sched_variable().ok()?;
             let layout = TimeHistogramLayout::of(offsets.time_histogram_underflow?)?;
             Some(SchedLatencyHistogram {
-                vaddr: sched.addr + u64::from(offsets.schedt_time_to_run?),
+                vaddr: sched + u64::from(offsets.schedt_time_to_run?),
                 layout,
             })
         })();
+        let (allg, allg_error) = match binary.allg_variables() {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
         Ok(GoTarget {
+            allg,
+            allg_error,
             sched_latency,
             gopark_vaddr: gopark.entry,
             binary,

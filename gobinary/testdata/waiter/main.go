@@ -38,7 +38,7 @@ func main() {
 	}()
 	go func() { // sync.Mutex.Lock
 		defer wg.Done()
-		mu.Lock()
+		mu.Lock() // gobinary-test: inlined lock
 		mu.Unlock()
 	}()
 	time.Sleep(10 * time.Millisecond) // sleep

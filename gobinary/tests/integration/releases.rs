@@ -76,16 +76,7 @@ struct Built {
 
 /// The return address of the one call from `caller` to `callee_entry`.
 fn call_site(bin: &GoBinary, caller: &Func, callee_entry: u64) -> u64 {
-    let len = usize::try_from(caller.end - caller.entry).unwrap();
-    let code = bin
-        .read_bytes(caller.entry, len)
-        .expect("caller code is in the file");
-    let mut decoder = Decoder::with_ip(64, code, caller.entry, DecoderOptions::NONE);
-    let sites: Vec<u64> = decoder
-        .iter()
-        .filter(|i| i.mnemonic() == Mnemonic::Call && i.near_branch_target() == callee_entry)
-        .map(|i| i.next_ip())
-        .collect();
+    let sites = calls(bin, caller, callee_entry);
     assert_eq!(
         sites.len(),
         1,
@@ -93,6 +84,20 @@ fn call_site(bin: &GoBinary, caller: &Func, callee_entry: u64) -> u64 {
         caller.name
     );
     sites[0]
+}
+
+/// The return addresses of every call from `caller` to `callee_entry`.
+fn calls(bin: &GoBinary, caller: &Func, callee_entry: u64) -> Vec<u64> {
+    let len = usize::try_from(caller.end - caller.entry).unwrap();
+    let code = bin
+        .read_bytes(caller.entry, len)
+        .expect("caller code is in the file");
+    let mut decoder = Decoder::with_ip(64, code, caller.entry, DecoderOptions::NONE);
+    decoder
+        .iter()
+        .filter(|i| i.mnemonic() == Mnemonic::Call && i.near_branch_target() == callee_entry)
+        .map(|i| i.next_ip())
+        .collect()
 }
 
 /// A copy of the file without section headers, as `sstrip`-like tools leave it: gobinary
@@ -213,6 +218,88 @@ fn check_release(minor: &str) {
             Some((main_go.display().to_string(), line_of("return n * 3"))),
             "{ctx}"
         );
+
+        // Inlined calls expand as the runtime's tracebacks do: the call to the Mutex slow path
+        // sits in sync.(*Mutex).Lock (and, since Go 1.24, internal/sync's), inlined into the
+        // goroutine's function at the line of `mu.Lock()`.
+        let func3 = bin.function("main.main.func3").expect("main.main.func3");
+        let ret_addr = bin
+            .pclntab()
+            .functions()
+            .filter(|f| f.name.ends_with("(*Mutex).lockSlow"))
+            .find_map(|slow| calls(bin, &func3, slow.entry).first().copied())
+            .expect("main.main.func3 calls a (*Mutex).lockSlow");
+        let frames = bin.pclntab().frames_at(ret_addr - 1);
+        let outer = frames.last().expect("at least the physical frame");
+        assert_eq!(outer.function, "main.main.func3", "{ctx}: {frames:?}");
+        assert_eq!(
+            (outer.file.as_str(), outer.line),
+            (
+                main_go.to_str().unwrap(),
+                line_of("gobinary-test: inlined lock")
+            ),
+            "{ctx}"
+        );
+        assert!(
+            frames.len() >= 2 && frames[0].function.ends_with("(*Mutex).Lock"),
+            "{ctx}: {frames:?}"
+        );
+        assert!(frames[0].file.ends_with("mutex.go"), "{ctx}: {frames:?}");
+
+        // The goroutine list: by disassembly of runtime.allgadd where stripped. In a binary
+        // with symbols both ways agree; stripping moves data (the build info is shorter), so
+        // a stripped binary is checked by the distance between the two variables.
+        let allg = bin.allg_variables().unwrap();
+        assert_eq!(
+            allg.source,
+            if stripped {
+                Source::Code
+            } else {
+                Source::Symbol
+            },
+            "{ctx}"
+        );
+        let (len_sym, ptr_sym) = (
+            with_symbols.symbol("runtime.allglen").unwrap().addr,
+            with_symbols.symbol("runtime.allgptr").unwrap().addr,
+        );
+        if stripped {
+            assert_eq!(
+                allg.allglen.wrapping_sub(allg.allgptr),
+                len_sym.wrapping_sub(ptr_sym),
+                "{ctx}"
+            );
+        } else {
+            assert_eq!((allg.allglen, allg.allgptr), (len_sym, ptr_sym), "{ctx}");
+            let from_code = bin.allg_variables_from_code().unwrap();
+            assert_eq!(
+                (from_code.allglen, from_code.allgptr),
+                (len_sym, ptr_sym),
+                "{ctx}"
+            );
+        }
+
+        // runtime.sched: by its symbol, or found in runtime.newproc1; checked like the list.
+        let (sched, source) = bin.sched_variable().unwrap();
+        assert_eq!(
+            source,
+            if stripped {
+                Source::Code
+            } else {
+                Source::Symbol
+            },
+            "{ctx}"
+        );
+        let sched_sym = with_symbols.symbol("runtime.sched").unwrap().addr;
+        if stripped {
+            assert_eq!(
+                sched.wrapping_sub(allg.allgptr),
+                sched_sym.wrapping_sub(ptr_sym),
+                "{ctx}"
+            );
+        } else {
+            assert_eq!(bin.sched_variable_from_code().unwrap(), sched_sym, "{ctx}");
+        }
 
         // waitReason names: the symbol when there is one, else the table; the same.
         let reasons = bin.wait_reasons().unwrap();

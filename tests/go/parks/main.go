@@ -75,6 +75,9 @@ type report struct {
 	Parked    []parked          `json:"parked"` // parked for good at the end
 	// Reasons maps each kind to the runtime's name for it, read from the goroutine dump.
 	Reasons map[string]string `json:"reasons"`
+	// Waiting counts every waiting goroutine of the final goroutine dump by wait reason
+	// (the dump leaves out the runtime's own goroutines).
+	Waiting map[string]int `json:"waiting"`
 	// SchedLatencies is runtime/metrics' /sched/latencies:seconds, read last.
 	SchedLatencies histogram `json:"sched_latencies"`
 }
@@ -373,6 +376,10 @@ func main() {
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); nap(10 * time.Millisecond) {
 		rep.Parked = rep.Parked[:0]
 		reasons := waitReasons()
+		rep.Waiting = map[string]int{}
+		for _, r := range reasons {
+			rep.Waiting[r]++
+		}
 		for i, kind := range parkerKinds {
 			id := parkers[i].Load()
 			if reason, ok := reasons[id]; ok && id != 0 {

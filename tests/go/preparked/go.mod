@@ -1,0 +1,3 @@
+module gort.test/preparked
+
+go 1.21
