@@ -63,6 +63,7 @@ pub struct RuntimeOffsets {
     /// `runtime.schedt.goidgen` and `.ngsys`: how `runtime.sched` is found in the code of
     /// `runtime.newproc1` when its symbol is gone.
     pub schedt_goidgen: Option<u32>,
+    /// `runtime.schedt.ngsys` (atomic.Int32): the number of system goroutines.
     pub schedt_ngsys: Option<u32>,
     /// `runtime.timeHistogram.underflow`: the end of its `counts` array, so the number of
     /// buckets is this over 8 (checked against [`TimeHistogramLayout`]).
