@@ -68,6 +68,7 @@ pub struct Collector {
     drops: Arc<AgentDrops>,
     drain_interval: Duration,
     snapshot_every: u32,
+    last_counters: KernelCounters,
 }
 
 impl Collector {
@@ -87,6 +88,7 @@ impl Collector {
             drops,
             drain_interval,
             snapshot_every,
+            last_counters: KernelCounters::default(),
         }
     }
 
@@ -98,9 +100,14 @@ impl Collector {
         loop {
             tick.tick().await;
             let mut batch = self.drain();
+            // The counters are cheap to read (a few syscalls) and drops must show at once.
+            let counters = self.kernel_counters();
+            if counters != self.last_counters {
+                self.last_counters = counters.clone();
+                batch.push(Event::Kernel(counters));
+            }
             n = n.wrapping_add(1);
             if n.is_multiple_of(self.snapshot_every) {
-                batch.push(Event::Kernel(self.kernel_counters()));
                 batch.push(Event::Parked(self.parked_snapshot()));
             }
             if batch.is_empty() {

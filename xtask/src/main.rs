@@ -1,7 +1,8 @@
 //! `cargo xtask`: everything beyond `cargo build` — installing what the project needs,
-//! building the eBPF object, the demo, the test suite and generated tables.
+//! building the eBPF object, the demo, the test suite, benchmarks and generated tables.
 //! Each subcommand is a module with an `Options` struct and a `run` function.
 
+mod bench;
 mod build_ebpf;
 mod demo;
 mod offsetgen;
@@ -28,6 +29,8 @@ enum Command {
     Demo(demo::Options),
     /// Install what is missing, then run lints and the whole test suite.
     Test(test::Options),
+    /// Measure what gort costs a park-heavy Go program.
+    Bench(bench::Options),
     /// Regenerate the per-Go-version struct offset and waitReason tables.
     Offsetgen(offsetgen::Options),
 }
@@ -38,6 +41,7 @@ fn main() -> Result<()> {
         Command::BuildEbpf(o) => build_ebpf::run(o).map(|_| ()),
         Command::Demo(o) => demo::run(o),
         Command::Test(o) => test::run(o),
+        Command::Bench(o) => bench::run(o),
         Command::Offsetgen(o) => offsetgen::run(o),
     }
 }

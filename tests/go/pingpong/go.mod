@@ -1,0 +1,3 @@
+module gort.test/pingpong
+
+go 1.21

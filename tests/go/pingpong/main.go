@@ -1,0 +1,37 @@
+// Command pingpong hands a value back and forth between two goroutines over unbuffered
+// channels: every round trip parks each goroutine once. It is the park-heavy workload of
+// `cargo xtask bench`.
+//
+// It prints {"ready":true,"pid":N}, waits for a line on stdin (so probes can attach first),
+// runs, prints {"round_trips":N,"ns":elapsed}, and exits.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"os"
+	"time"
+)
+
+func main() {
+	n := flag.Int("n", 100000, "round trips")
+	flag.Parse()
+	out := json.NewEncoder(os.Stdout)
+	out.Encode(map[string]any{"ready": true, "pid": os.Getpid()})
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return
+	}
+	ping, pong := make(chan int), make(chan int)
+	go func() {
+		for v := range ping {
+			pong <- v
+		}
+	}()
+	t0 := time.Now()
+	for i := 0; i < *n; i++ {
+		ping <- i
+		<-pong
+	}
+	out.Encode(map[string]any{"round_trips": *n, "ns": time.Since(t0).Nanoseconds()})
+}

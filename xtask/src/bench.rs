@@ -1,0 +1,378 @@
+//! `cargo xtask bench`: what gort costs a park-heavy Go program, measured side by side with
+//! no probes and with empty uprobes where gort's go (the floor: the traps alone, which every
+//! uprobe-based tool pays).
+//!
+//! Workload: `tests/go/pingpong`, two goroutines handing a value back and forth over
+//! unbuffered channels, so every round trip parks each goroutine once. Each configuration
+//! runs `--reps` times; the table shows the median and the spread.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::TcpListener,
+    path::Path,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+
+use crate::{
+    build_ebpf,
+    setup::{self, run_cmd, workspace_root},
+};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// Repetitions per configuration.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Round trips per run (two parks each).
+    #[arg(long, default_value_t = 100_000)]
+    round_trips: u64,
+    /// Go release the workload is built with.
+    #[arg(long, default_value = setup::DEMO_GO_VERSION)]
+    go: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Config {
+    NoProbes,
+    /// An empty uprobe at `runtime.gopark`'s entry and at each of its RETs: the two traps
+    /// per park that gort's design costs at least.
+    Floor,
+    Gort,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::NoProbes => "no probes",
+            Config::Floor => "floor: 2 empty uprobes",
+            Config::Gort => "gort (default)",
+        }
+    }
+}
+
+/// One run's numbers.
+#[derive(Default, Clone, Copy)]
+struct Sample {
+    ns_per_round_trip: f64,
+    /// gort only: its CPU time (user+sys) per second of workload, in ms.
+    agent_cpu_ms_per_s: f64,
+    agent_rss_mib: f64,
+    parks_seen: f64,
+    lost: f64,
+}
+
+pub fn run(o: Options) -> Result<()> {
+    ensure!(o.reps > 0, "--reps must be at least 1");
+    let root = workspace_root();
+    let go = setup::ensure_go(&o.go)?;
+    build_ebpf::run(build_ebpf::Options::default())?;
+    run_cmd(
+        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(&root)
+            .args(["build", "--release", "--package", "gort"]),
+    )?;
+    let exe = root.join("target/bench/pingpong");
+    run_cmd(&mut setup::go_build(
+        &go,
+        &root.join("tests/go/pingpong"),
+        &exe,
+    ))?;
+
+    let configs = [Config::NoProbes, Config::Floor, Config::Gort];
+    let mut results: Vec<(Config, Vec<Sample>)> =
+        configs.iter().map(|&c| (c, Vec::new())).collect();
+    // Interleave the configurations so that drift of the machine hits all alike.
+    for rep in 0..o.reps {
+        for (config, samples) in results.iter_mut() {
+            let s = run_once(*config, &exe, o.round_trips)
+                .with_context(|| format!("{} (run {})", config.name(), rep + 1))?;
+            samples.push(s);
+        }
+    }
+    print_table(&results, o.round_trips, &o.go)
+}
+
+fn run_once(config: Config, exe: &Path, round_trips: u64) -> Result<Sample> {
+    let mut workload = Workload::start(exe, round_trips)?;
+    let mut sample = Sample::default();
+    match config {
+        Config::NoProbes => {
+            workload.proceed()?;
+            sample.ns_per_round_trip = workload.result()?;
+        }
+        Config::Floor => {
+            let _probes = attach_floor(exe, workload.pid)?;
+            workload.proceed()?;
+            sample.ns_per_round_trip = workload.result()?;
+        }
+        Config::Gort => {
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let base = format!("http://127.0.0.1:{port}");
+            let gort = Guard(
+                Command::new(workspace_root().join("target/release/gort"))
+                    .args([
+                        "run",
+                        "--pid",
+                        &workload.pid.to_string(),
+                        "--listen",
+                        &format!("127.0.0.1:{port}"),
+                    ])
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("start gort")?,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while get(&format!("{base}/healthz")).is_err() {
+                ensure!(Instant::now() < deadline, "gort did not start");
+                thread::sleep(Duration::from_millis(20));
+            }
+            let cpu0 = cpu_ticks(gort.0.id())?;
+            let t0 = Instant::now();
+            workload.proceed()?;
+            sample.ns_per_round_trip = workload.result()?;
+            // Let the agent drain the last events before it is measured.
+            thread::sleep(Duration::from_millis(300));
+            let wall = t0.elapsed().as_secs_f64();
+            let cpu = (cpu_ticks(gort.0.id())? - cpu0) as f64 / ticks_per_second();
+            sample.agent_cpu_ms_per_s = cpu * 1000.0 / wall;
+            sample.agent_rss_mib = rss_kib(gort.0.id())? / 1024.0;
+            let metrics = get(&format!("{base}/metrics"))?;
+            sample.parks_seen = sum_of(&metrics, "gort_goroutine_blocks_total");
+            sample.lost = sum_of(&metrics, "gort_events_lost_total");
+        }
+    }
+    workload.finish();
+    Ok(sample)
+}
+
+/// Loads the empty uprobe (`agent-ebpf/src/bin/floor.rs`) and attaches it at the entry and
+/// every RET of `runtime.gopark` of process `pid`; detached when dropped.
+fn attach_floor(exe: &Path, pid: u32) -> Result<aya::Ebpf> {
+    use aya::programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeScope},
+    };
+    let object = workspace_root().join("target/ebpf/bpfel-unknown-none/release/floor");
+    let mut ebpf = aya::Ebpf::load(&std::fs::read(&object)?).context("load the floor program")?;
+    let program: &mut UProbe = ebpf
+        .program_mut("empty")
+        .context("no program `empty`")?
+        .try_into()?;
+    program.load()?;
+    let bin = gobinary::GoBinary::open(exe)?;
+    let gopark = bin
+        .function("runtime.gopark")
+        .context("no runtime.gopark")?;
+    let mut points = vec![gopark.entry];
+    points.extend(bin.ret_instructions(&gopark)?);
+    let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid).context("pid 0")?);
+    for vaddr in points {
+        let offset = bin
+            .file_offset(vaddr)
+            .context("gopark is not in the file")?;
+        program.attach(UProbeAttachLocation::AbsoluteOffset(offset), exe, scope)?;
+    }
+    Ok(ebpf)
+}
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Workload {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    pid: u32,
+    round_trips: u64,
+}
+
+impl Workload {
+    fn start(exe: &Path, round_trips: u64) -> Result<Workload> {
+        let mut child = Command::new(exe)
+            .arg(format!("-n={round_trips}"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start the workload")?;
+        let stdin = child.stdin.take().expect("piped");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        ensure!(line.contains("\"ready\":true"), "workload said {line:?}");
+        Ok(Workload {
+            pid: child.id(),
+            child,
+            stdin,
+            stdout,
+            round_trips,
+        })
+    }
+
+    fn proceed(&mut self) -> Result<()> {
+        self.stdin.write_all(b"go\n")?;
+        Ok(self.stdin.flush()?)
+    }
+
+    /// Waits for the result; ns per round trip.
+    fn result(&mut self) -> Result<f64> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        let v: Value =
+            serde_json::from_str(&line).with_context(|| format!("workload said {line:?}"))?;
+        let ns = v["ns"].as_f64().context("no ns")?;
+        Ok(ns / self.round_trips as f64)
+    }
+
+    fn finish(mut self) {
+        let _ = self.child.wait();
+    }
+}
+
+fn get(url: &str) -> Result<String> {
+    Ok(ureq::get(url).call()?.body_mut().read_to_string()?)
+}
+
+/// Sum of the samples of series whose line starts with `prefix`.
+fn sum_of(metrics: &str, prefix: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = &stat[stat.rfind(')').context("malformed stat")? + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // After the command name, field 3 is index 0: utime (14) is 11, stime (15) is 12.
+    Ok(f.get(11).context("no utime")?.parse::<u64>()?
+        + f.get(12).context("no stime")?.parse::<u64>()?)
+}
+
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn rss_kib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("malformed VmRSS")?
+        .parse()?)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn print_table(results: &[(Config, Vec<Sample>)], round_trips: u64, go: &str) -> Result<()> {
+    let of = |c: Config| {
+        results
+            .iter()
+            .find(|(x, _)| *x == c)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    };
+    let base = median(
+        of(Config::NoProbes)
+            .iter()
+            .map(|s| s.ns_per_round_trip)
+            .collect(),
+    );
+    let floor = median(
+        of(Config::Floor)
+            .iter()
+            .map(|s| s.ns_per_round_trip)
+            .collect(),
+    );
+    // Two parks per round trip, two traps per park.
+    let trap = (floor - base) / 4.0;
+    println!(
+        "\npingpong (Go {go}): {round_trips} round trips = {} parks per run, {} runs per configuration\n",
+        2 * round_trips,
+        results[0].1.len()
+    );
+    println!(
+        "{:<28} {:>12} {:>22} {:>14} {:>12} {:>11} {:>12} {:>9}",
+        "configuration",
+        "ns/round trip",
+        "min..max",
+        "ns/park extra",
+        "traps/park",
+        "agent CPU",
+        "agent RSS",
+        "lost"
+    );
+    for (config, samples) in results {
+        let v: Vec<f64> = samples.iter().map(|s| s.ns_per_round_trip).collect();
+        let (min, max) = v
+            .iter()
+            .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let m = median(v);
+        let extra = (m - base) / 2.0;
+        let (cpu, rss, lost) = if *config == Config::Gort {
+            let cpu = median(samples.iter().map(|s| s.agent_cpu_ms_per_s).collect());
+            let rss = median(samples.iter().map(|s| s.agent_rss_mib).collect());
+            let lost: f64 = samples.iter().map(|s| s.lost).sum();
+            // Every park but the echo goroutine's last (it never wakes) completes.
+            let want = (2 * round_trips - 1) as f64;
+            if let Some(s) = samples.iter().find(|s| s.parks_seen < want) {
+                bail!(
+                    "gort saw {} completed parks in a run, fewer than the {want} the workload made",
+                    s.parks_seen
+                );
+            }
+            (
+                format!("{cpu:.0} ms/s"),
+                format!("{rss:.1} MiB"),
+                format!("{lost:.0}"),
+            )
+        } else {
+            ("-".into(), "-".into(), "-".into())
+        };
+        println!(
+            "{:<28} {:>12.0} {:>22} {:>14.0} {:>12.2} {:>11} {:>12} {:>9}",
+            config.name(),
+            m,
+            format!("{min:.0}..{max:.0}"),
+            extra,
+            if trap > 0.0 { extra / trap } else { f64::NAN },
+            cpu,
+            rss,
+            lost
+        );
+    }
+    println!(
+        "\ntraps/park: the extra cost per park in units of one empty uprobe hit (a quarter of the floor's per round trip)."
+    );
+    Ok(())
+}
