@@ -60,6 +60,35 @@ pub struct AllGVariables {
     pub source: Source,
 }
 
+/// Registers loaded with addresses by RIP-relative LEAs, latest last.
+struct Leas(Vec<(Register, u64)>);
+
+impl Leas {
+    /// The address register `r` was last loaded with.
+    fn of(&self, r: Register) -> Option<u64> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(reg, _)| *reg == r)
+            .map(|(_, a)| *a)
+    }
+
+    /// The address of `i`'s memory operand when it is RIP-relative or a plain `[reg]` whose
+    /// register holds a LEA-loaded address.
+    fn memory_target(&self, i: &Instruction) -> Option<u64> {
+        if !(0..i.op_count()).any(|n| i.op_kind(n) == OpKind::Memory) {
+            return None;
+        }
+        if i.is_ip_rel_memory_operand() {
+            Some(i.ip_rel_memory_address())
+        } else if i.memory_index() == Register::None && i.memory_displacement64() == 0 {
+            self.of(i.memory_base())
+        } else {
+            None
+        }
+    }
+}
+
 /// A Go executable read into memory.
 #[derive(Debug)]
 pub struct GoBinary {
@@ -177,55 +206,22 @@ impl GoBinary {
     /// by a RIP-relative LEA), and both stores are XCHGs through a register loaded by a
     /// RIP-relative LEA; the last one that is not to `allgptr` is `allglen`.
     fn allg_variables_in(&self, f: &Func) -> Option<AllGVariables> {
-        if self.arch() != Arch::Amd64 {
-            return None;
-        }
-        let len = usize::try_from(f.end.checked_sub(f.entry)?).ok()?;
-        let code = self.read_bytes(f.entry, len)?;
-        let mut decoder = Decoder::with_ip(64, code, f.entry, DecoderOptions::NONE);
-        let mut instruction = Instruction::default();
-        // The address each register was last loaded with by a RIP-relative LEA.
-        let mut lea: Vec<(Register, u64)> = Vec::new();
-        let loaded = |lea: &[(Register, u64)], r: Register| {
-            lea.iter().rev().find(|(reg, _)| *reg == r).map(|(_, a)| *a)
-        };
         let (mut allgptr, mut allglen) = (None, None);
-        while decoder.can_decode() {
-            decoder.decode_out(&mut instruction);
-            match instruction.mnemonic() {
-                Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => {
-                    lea.push((
-                        instruction.op0_register(),
-                        instruction.ip_rel_memory_address(),
-                    ));
+        self.walk_code(f, |instruction, leas| match instruction.mnemonic() {
+            Mnemonic::Call if instruction.op0_kind() == OpKind::NearBranch64 => {
+                let callee = self.pclntab.func_at(instruction.near_branch_target());
+                if callee.is_some_and(|c| c.name == "runtime.atomicwb") {
+                    allgptr = leas.of(Register::RAX);
                 }
-                Mnemonic::Call if instruction.op0_kind() == OpKind::NearBranch64 => {
-                    let callee = self.pclntab.func_at(instruction.near_branch_target());
-                    if callee.is_some_and(|c| c.name == "runtime.atomicwb") {
-                        allgptr = loaded(&lea, Register::RAX);
-                    }
-                }
-                Mnemonic::Xchg => {
-                    let target = (0..instruction.op_count())
-                        .find(|&i| instruction.op_kind(i) == OpKind::Memory)
-                        .and_then(|_| {
-                            if instruction.is_ip_rel_memory_operand() {
-                                Some(instruction.ip_rel_memory_address())
-                            } else if instruction.memory_index() == Register::None
-                                && instruction.memory_displacement64() == 0
-                            {
-                                loaded(&lea, instruction.memory_base())
-                            } else {
-                                None
-                            }
-                        });
-                    if target.is_some() && target != allgptr {
-                        allglen = target;
-                    }
-                }
-                _ => {}
             }
-        }
+            Mnemonic::Xchg => {
+                let target = leas.memory_target(instruction);
+                if target.is_some() && target != allgptr {
+                    allglen = target;
+                }
+            }
+            _ => {}
+        })?;
         Some(AllGVariables {
             allglen: allglen?,
             allgptr: allgptr?,
@@ -278,6 +274,27 @@ impl GoBinary {
     /// (operand size, address) of every LOCK XADD in `f` whose memory operand is
     /// RIP-relative or a register loaded by a RIP-relative LEA.
     fn locked_xadd_targets(&self, f: &Func) -> Option<Vec<(usize, u64)>> {
+        let mut out = Vec::new();
+        self.walk_code(f, |instruction, leas| {
+            if instruction.mnemonic() != Mnemonic::Xadd || !instruction.has_lock_prefix() {
+                return;
+            }
+            let size = match instruction.memory_size() {
+                MemorySize::UInt32 => 4,
+                MemorySize::UInt64 => 8,
+                _ => 0,
+            };
+            if let Some(target) = leas.memory_target(instruction) {
+                out.push((size, target));
+            }
+        })?;
+        Some(out)
+    }
+
+    /// Decodes `f` linearly, showing `visit` each instruction together with the addresses
+    /// registers were last loaded with by a RIP-relative LEA (how Go code takes the address of
+    /// a global). None if `f` is not amd64 code in the file.
+    fn walk_code(&self, f: &Func, mut visit: impl FnMut(&Instruction, &Leas)) -> Option<()> {
         if self.arch() != Arch::Amd64 {
             return None;
         }
@@ -285,44 +302,18 @@ impl GoBinary {
         let code = self.read_bytes(f.entry, len)?;
         let mut decoder = Decoder::with_ip(64, code, f.entry, DecoderOptions::NONE);
         let mut instruction = Instruction::default();
-        let mut lea: Vec<(Register, u64)> = Vec::new();
-        let mut out = Vec::new();
+        let mut leas = Leas(Vec::new());
         while decoder.can_decode() {
             decoder.decode_out(&mut instruction);
-            match instruction.mnemonic() {
-                Mnemonic::Lea if instruction.is_ip_rel_memory_operand() => {
-                    lea.push((
-                        instruction.op0_register(),
-                        instruction.ip_rel_memory_address(),
-                    ));
-                }
-                Mnemonic::Xadd
-                    if instruction.has_lock_prefix()
-                        && instruction.op0_kind() == OpKind::Memory =>
-                {
-                    let target = if instruction.is_ip_rel_memory_operand() {
-                        Some(instruction.ip_rel_memory_address())
-                    } else if instruction.memory_index() == Register::None
-                        && instruction.memory_displacement64() == 0
-                    {
-                        let base = instruction.memory_base();
-                        lea.iter().rev().find(|(r, _)| *r == base).map(|(_, a)| *a)
-                    } else {
-                        None
-                    };
-                    let size = match instruction.memory_size() {
-                        MemorySize::UInt32 => 4,
-                        MemorySize::UInt64 => 8,
-                        _ => 0,
-                    };
-                    if let Some(t) = target {
-                        out.push((size, t));
-                    }
-                }
-                _ => {}
+            if instruction.mnemonic() == Mnemonic::Lea && instruction.is_ip_rel_memory_operand() {
+                leas.0.push((
+                    instruction.op0_register(),
+                    instruction.ip_rel_memory_address(),
+                ));
             }
+            visit(&instruction, &leas);
         }
-        Some(out)
+        Some(())
     }
 
     /// The address of every RET instruction of `f`, found by decoding its code linearly

@@ -71,11 +71,7 @@ pub fn run(o: Options) -> Result<()> {
     let root = workspace_root();
     let go = setup::ensure_go(&o.go)?;
     build_ebpf::run(build_ebpf::Options::default())?;
-    run_cmd(
-        Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .current_dir(&root)
-            .args(["build", "--release", "--package", "gort"]),
-    )?;
+    setup::build_gort_release()?;
     let exe = root.join("target/bench/pingpong");
     run_cmd(&mut setup::go_build(
         &go,

@@ -269,6 +269,17 @@ pub fn ensure_go(version: &str) -> Result<PathBuf> {
     Ok(go)
 }
 
+/// Builds the `gort` binary with the release profile (what the demo and the benchmarks run).
+pub fn build_gort_release() -> Result<PathBuf> {
+    let root = workspace_root();
+    run_cmd(
+        Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .current_dir(&root)
+            .args(["build", "--release", "--package", "gort"]),
+    )?;
+    Ok(root.join("target/release/gort"))
+}
+
 /// A `go build` command for a package directory, hermetic: no network, no toolchain switch.
 pub fn go_build(go: &Path, package_dir: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(go);
