@@ -120,11 +120,14 @@ pub enum Error {
         /// What is missing, like "DWARF" or "symbol `runtime.waitReasonStrings`".
         what: String,
     },
-    /// `runtime.waitReasonStrings` exists but does not hold Go strings.
-    #[error("malformed runtime.waitReasonStrings in `{path}`: {reason}")]
-    WaitReasons {
+    /// A `[N]string` of the runtime (`runtime.waitReasonStrings`, `runtime.stwReasonStrings`)
+    /// exists but does not hold Go strings.
+    #[error("malformed {symbol} in `{path}`: {reason}")]
+    StringArray {
         /// The file.
         path: PathBuf,
+        /// The symbol.
+        symbol: &'static str,
         /// What is wrong with it.
         reason: String,
     },

@@ -32,12 +32,14 @@ pub use crate::{
     elf::{Arch, Symbol},
     error::Error,
     pclntab::{Func, Pclntab, SourceFrame},
-    runtime::{RuntimeOffsets, Source, TimeHistogramLayout, WaitReasons},
+    runtime::{ReasonNames, RuntimeOffsets, Source, TimeHistogramLayout},
     table::{TableEntry, render_tables, table_entries, table_entry_for, table_entry_from},
 };
 
 /// Where the linker keeps the `runtime.waitReason` names (runtime/runtime2.go).
 const WAIT_REASON_STRINGS: &str = "runtime.waitReasonStrings";
+/// Where the linker keeps the `runtime.stwReason` names (runtime/proc.go).
+const STW_REASON_STRINGS: &str = "runtime.stwReasonStrings";
 
 /// Offset of `text` in `runtime.moduledata` (runtime/symtab.go) on 64-bit targets, Go
 /// 1.21 to 1.27: after pcHeader, six slices, findfunctab, minpc and maxpc.
@@ -369,7 +371,7 @@ impl GoBinary {
 
     /// The names of `runtime.waitReason` values: from `runtime.waitReasonStrings` when
     /// the binary has symbols, else from the generated table for its Go release.
-    pub fn wait_reasons(&self) -> Result<WaitReasons, Error> {
+    pub fn wait_reasons(&self) -> Result<ReasonNames, Error> {
         let version = self.build_info.go_version;
         let from_symbol = self
             .elf
@@ -377,7 +379,7 @@ impl GoBinary {
             .map(|_| self.wait_reasons_from_symbol());
         match (from_symbol, table_entry_for(version)) {
             (Some(Ok(w)), _) => Ok(w),
-            (_, Some(entry)) => Ok(WaitReasons {
+            (_, Some(entry)) => Ok(ReasonNames {
                 names: entry.wait_reasons,
                 source: Source::Table,
             }),
@@ -386,18 +388,45 @@ impl GoBinary {
         }
     }
 
-    /// The names of `runtime.waitReason` values read from `runtime.waitReasonStrings`,
-    /// a `[N]string` whose string headers point into `.rodata`.
-    pub fn wait_reasons_from_symbol(&self) -> Result<WaitReasons, Error> {
-        let sym = self
+    /// The names of `runtime.waitReason` values read from `runtime.waitReasonStrings`.
+    pub fn wait_reasons_from_symbol(&self) -> Result<ReasonNames, Error> {
+        self.string_array(WAIT_REASON_STRINGS)
+    }
+
+    /// The names of `runtime.stwReason` values (why the world was stopped): from
+    /// `runtime.stwReasonStrings` when the binary has symbols, else the generated table.
+    pub fn stw_reasons(&self) -> Result<ReasonNames, Error> {
+        let version = self.build_info.go_version;
+        let from_symbol = self
             .elf
-            .symbol(WAIT_REASON_STRINGS)
-            .ok_or_else(|| Error::Missing {
-                path: self.path.clone(),
-                what: format!("symbol `{WAIT_REASON_STRINGS}`"),
-            })?;
-        let bad = |reason: String| Error::WaitReasons {
+            .symbol(STW_REASON_STRINGS)
+            .map(|_| self.string_array(STW_REASON_STRINGS));
+        match (from_symbol, table_entry_for(version)) {
+            (Some(Ok(w)), _) => Ok(w),
+            (_, Some(entry)) => Ok(ReasonNames {
+                names: entry.stw_reasons,
+                source: Source::Table,
+            }),
+            (Some(Err(e)), None) => Err(e),
+            (None, None) => Err(table::unsupported(version)),
+        }
+    }
+
+    /// The names of `runtime.stwReason` values read from `runtime.stwReasonStrings`.
+    pub fn stw_reasons_from_symbol(&self) -> Result<ReasonNames, Error> {
+        self.string_array(STW_REASON_STRINGS)
+    }
+
+    /// The strings of the runtime's `[N]string` array `symbol` (string headers pointing
+    /// into `.rodata`), as a name table.
+    fn string_array(&self, symbol: &'static str) -> Result<ReasonNames, Error> {
+        let sym = self.elf.symbol(symbol).ok_or_else(|| Error::Missing {
             path: self.path.clone(),
+            what: format!("symbol `{symbol}`"),
+        })?;
+        let bad = |reason: String| Error::StringArray {
+            path: self.path.clone(),
+            symbol,
             reason,
         };
         // A string header is {data pointer, length}: 16 bytes on 64-bit targets.
@@ -431,7 +460,7 @@ impl GoBinary {
                 })?;
             names.push(String::from_utf8_lossy(bytes).into_owned());
         }
-        Ok(WaitReasons {
+        Ok(ReasonNames {
             names,
             source: Source::Symbol,
         })

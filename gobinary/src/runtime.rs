@@ -21,16 +21,17 @@ pub enum Source {
     Code,
 }
 
-/// The names of `runtime.waitReason` values (runtime/runtime2.go `waitReasonStrings`).
+/// The names of the values of a runtime enum: `runtime.waitReason` (runtime/runtime2.go
+/// `waitReasonStrings`) or `runtime.stwReason` (`stwReasonStrings`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaitReasons {
+pub struct ReasonNames {
     /// Names indexed by the raw `waitReason` value; index 0 (`waitReasonZero`) is "".
     pub names: Vec<String>,
     /// Where the names came from.
     pub source: Source,
 }
 
-impl WaitReasons {
+impl ReasonNames {
     /// The name of raw value `reason`, if the release defines it.
     pub fn name(&self, reason: u8) -> Option<&str> {
         self.names.get(usize::from(reason)).map(String::as_str)

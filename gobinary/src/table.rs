@@ -1,4 +1,4 @@
-//! The per-Go-release table of runtime offsets and waitReason names: how `cargo xtask
+//! The per-Go-release table of runtime offsets, waitReason and stwReason names: how `cargo xtask
 //! offsetgen` builds it from real binaries ([`table_entry_from`], [`render_tables`]) and
 //! how stripped binaries look it up ([`table_entry_for`]). The data is in `tables.rs`.
 
@@ -15,6 +15,8 @@ pub struct TableEntry {
     pub offsets: RuntimeOffsets,
     /// `waitReason` names indexed by raw value.
     pub wait_reasons: Vec<String>,
+    /// `stwReason` names indexed by raw value.
+    pub stw_reasons: Vec<String>,
 }
 
 /// The form `tables.rs` spells an entry in: plain constants.
@@ -23,6 +25,7 @@ pub(crate) struct StaticEntry {
     pub go_version: GoVersion,
     pub offsets: RuntimeOffsets,
     pub wait_reasons: &'static [&'static str],
+    pub stw_reasons: &'static [&'static str],
 }
 
 impl StaticEntry {
@@ -31,6 +34,7 @@ impl StaticEntry {
             go_version: self.go_version,
             offsets: self.offsets,
             wait_reasons: self.wait_reasons.iter().map(|&s| s.to_owned()).collect(),
+            stw_reasons: self.stw_reasons.iter().map(|&s| s.to_owned()).collect(),
         }
     }
 }
@@ -67,6 +71,7 @@ pub fn table_entry_from(bin: &GoBinary) -> Result<TableEntry, Error> {
         go_version: bin.build_info().go_version,
         offsets: bin.runtime_offsets_from_dwarf()?.with_source(Source::Table),
         wait_reasons: bin.wait_reasons_from_symbol()?.names,
+        stw_reasons: bin.stw_reasons_from_symbol()?.names,
     })
 }
 
@@ -123,6 +128,10 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
         );
         for (i, name) in e.wait_reasons.iter().enumerate() {
             // Debug formatting of a str is a valid Rust string literal.
+            let _ = writeln!(out, "            {name:?}, // {i}");
+        }
+        out.push_str("        ],\n        stw_reasons: &[\n");
+        for (i, name) in e.stw_reasons.iter().enumerate() {
             let _ = writeln!(out, "            {name:?}, // {i}");
         }
         out.push_str("        ],\n    },\n");

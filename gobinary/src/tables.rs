@@ -56,6 +56,25 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             "GC mark termination", // 30
             "stopping the world", // 31
         ],
+        stw_reasons: &[
+            "unknown", // 0
+            "GC mark termination", // 1
+            "GC sweep termination", // 2
+            "write heap dump", // 3
+            "goroutine profile", // 4
+            "goroutine profile cleanup", // 5
+            "all goroutines stack trace", // 6
+            "read mem stats", // 7
+            "AllThreadsSyscall", // 8
+            "GOMAXPROCS", // 9
+            "start trace", // 10
+            "stop trace", // 11
+            "CountPagesInUse (test)", // 12
+            "ReadMetricsSlow (test)", // 13
+            "ReadMemStatsSlow (test)", // 14
+            "PageCachePagesLeaked (test)", // 15
+            "ResetDebugLog (test)", // 16
+        ],
     },
     StaticEntry {
         go_version: GoVersion::new(1, 22, 10),
@@ -110,6 +129,25 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             "trace proc status", // 34
             "page trace flush", // 35
             "coroutine", // 36
+        ],
+        stw_reasons: &[
+            "unknown", // 0
+            "GC mark termination", // 1
+            "GC sweep termination", // 2
+            "write heap dump", // 3
+            "goroutine profile", // 4
+            "goroutine profile cleanup", // 5
+            "all goroutines stack trace", // 6
+            "read mem stats", // 7
+            "AllThreadsSyscall", // 8
+            "GOMAXPROCS", // 9
+            "start trace", // 10
+            "stop trace", // 11
+            "CountPagesInUse (test)", // 12
+            "ReadMetricsSlow (test)", // 13
+            "ReadMemStatsSlow (test)", // 14
+            "PageCachePagesLeaked (test)", // 15
+            "ResetDebugLog (test)", // 16
         ],
     },
     StaticEntry {
@@ -166,6 +204,25 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             "page trace flush", // 35
             "coroutine", // 36
             "GC weak to strong wait", // 37
+        ],
+        stw_reasons: &[
+            "unknown", // 0
+            "GC mark termination", // 1
+            "GC sweep termination", // 2
+            "write heap dump", // 3
+            "goroutine profile", // 4
+            "goroutine profile cleanup", // 5
+            "all goroutines stack trace", // 6
+            "read mem stats", // 7
+            "AllThreadsSyscall", // 8
+            "GOMAXPROCS", // 9
+            "start trace", // 10
+            "stop trace", // 11
+            "CountPagesInUse (test)", // 12
+            "ReadMetricsSlow (test)", // 13
+            "ReadMemStatsSlow (test)", // 14
+            "PageCachePagesLeaked (test)", // 15
+            "ResetDebugLog (test)", // 16
         ],
     },
     StaticEntry {
@@ -228,6 +285,25 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             "chan receive (synctest)", // 41
             "chan send (synctest)", // 42
             "select (synctest)", // 43
+        ],
+        stw_reasons: &[
+            "unknown", // 0
+            "GC mark termination", // 1
+            "GC sweep termination", // 2
+            "write heap dump", // 3
+            "goroutine profile", // 4
+            "goroutine profile cleanup", // 5
+            "all goroutines stack trace", // 6
+            "read mem stats", // 7
+            "AllThreadsSyscall", // 8
+            "GOMAXPROCS", // 9
+            "start trace", // 10
+            "stop trace", // 11
+            "CountPagesInUse (test)", // 12
+            "ReadMetricsSlow (test)", // 13
+            "ReadMemStatsSlow (test)", // 14
+            "PageCachePagesLeaked (test)", // 15
+            "ResetDebugLog (test)", // 16
         ],
     },
     StaticEntry {
@@ -294,6 +370,25 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             "sync.WaitGroup.Wait (durable)", // 45
             "cleanup wait", // 46
         ],
+        stw_reasons: &[
+            "unknown", // 0
+            "GC mark termination", // 1
+            "GC sweep termination", // 2
+            "write heap dump", // 3
+            "goroutine profile", // 4
+            "goroutine profile cleanup", // 5
+            "all goroutines stack trace", // 6
+            "read mem stats", // 7
+            "AllThreadsSyscall", // 8
+            "GOMAXPROCS", // 9
+            "start trace", // 10
+            "stop trace", // 11
+            "CountPagesInUse (test)", // 12
+            "ReadMetricsSlow (test)", // 13
+            "ReadMemStatsSlow (test)", // 14
+            "PageCachePagesLeaked (test)", // 15
+            "ResetDebugLog (test)", // 16
+        ],
     },
     StaticEntry {
         go_version: GoVersion::new(1, 26, 6),
@@ -359,6 +454,25 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             "sync.WaitGroup.Wait (durable)", // 45
             "cleanup wait", // 46
         ],
+        stw_reasons: &[
+            "unknown", // 0
+            "GC mark termination", // 1
+            "GC sweep termination", // 2
+            "write heap dump", // 3
+            "goroutine profile", // 4
+            "goroutine profile cleanup", // 5
+            "all goroutines stack trace", // 6
+            "read mem stats", // 7
+            "AllThreadsSyscall", // 8
+            "GOMAXPROCS", // 9
+            "start trace", // 10
+            "stop trace", // 11
+            "CountPagesInUse (test)", // 12
+            "ReadMetricsSlow (test)", // 13
+            "ReadMemStatsSlow (test)", // 14
+            "PageCachePagesLeaked (test)", // 15
+            "ResetDebugLog (test)", // 16
+        ],
     },
     StaticEntry {
         go_version: GoVersion::new(1, 27, 3),
@@ -423,6 +537,25 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             "select (durable)", // 44
             "sync.WaitGroup.Wait (durable)", // 45
             "cleanup wait", // 46
+        ],
+        stw_reasons: &[
+            "unknown", // 0
+            "GC mark termination", // 1
+            "GC sweep termination", // 2
+            "write heap dump", // 3
+            "goroutine profile", // 4
+            "goroutine profile cleanup", // 5
+            "all goroutines stack trace", // 6
+            "read mem stats", // 7
+            "AllThreadsSyscall", // 8
+            "GOMAXPROCS", // 9
+            "start trace", // 10
+            "stop trace", // 11
+            "CountPagesInUse (test)", // 12
+            "ReadMetricsSlow (test)", // 13
+            "ReadMemStatsSlow (test)", // 14
+            "PageCachePagesLeaked (test)", // 15
+            "ResetDebugLog (test)", // 16
         ],
     },
 ];

@@ -11,7 +11,7 @@ pub mod walk;
 use std::{path::Path, sync::Arc};
 
 use gobinary::{
-    AllGVariables, Arch, GoBinary, GoVersion, RuntimeOffsets, TimeHistogramLayout, WaitReasons,
+    AllGVariables, Arch, GoBinary, GoVersion, ReasonNames, RuntimeOffsets, TimeHistogramLayout,
 };
 use thiserror::Error;
 
@@ -75,7 +75,7 @@ pub struct GoTarget {
     /// File offsets of every RET instruction of `runtime.gopark`.
     pub gopark_returns: Vec<u64>,
     pub offsets: RuntimeOffsets,
-    pub wait_reasons: WaitReasons,
+    pub wait_reasons: ReasonNames,
     /// Where the runtime's scheduling-latency histogram (`runtime.sched.timeToRun`) is, if
     /// the binary says: the `runtime.sched` symbol is gone from stripped binaries.
     pub sched_latency: Option<SchedLatencyHistogram>,
@@ -199,7 +199,7 @@ impl GoTarget {
 pub struct WaitReasonName(pub Arc<str>);
 
 impl WaitReasonName {
-    pub fn of(reasons: &WaitReasons, raw: u8) -> WaitReasonName {
+    pub fn of(reasons: &ReasonNames, raw: u8) -> WaitReasonName {
         match reasons.names.get(raw as usize) {
             Some(n) if !n.is_empty() => WaitReasonName(n.as_str().into()),
             _ => WaitReasonName(format!("waitReason({raw})").into()),

@@ -310,6 +310,16 @@ fn check_release(minor: &str) {
         };
         assert_eq!(reasons.source, source, "{ctx}");
         assert_eq!(reasons.names, reference_reasons.names, "{ctx}");
+        // stwReason names likewise.
+        let stw = bin.stw_reasons().unwrap();
+        assert_eq!(stw.source, source, "{ctx}");
+        assert_eq!(
+            stw.names,
+            reference.stw_reasons_from_symbol().unwrap().names,
+            "{ctx}"
+        );
+        assert_eq!(stw.value_of("GC mark termination"), Some(1), "{ctx}");
+        assert_eq!(stw.value_of("GC sweep termination"), Some(2), "{ctx}");
         for (name, value) in REASONS.iter().zip(expected.reasons) {
             assert_eq!(reasons.value_of(name), Some(value), "{ctx}: {name}");
             assert_eq!(
