@@ -5,6 +5,7 @@
 //! on one side fails the build instead of corrupting data.
 #![no_std]
 
+pub mod gc;
 pub mod sched;
 
 /// Number of distinct target binaries one loaded probe set can serve. The uprobe attach

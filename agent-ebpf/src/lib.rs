@@ -69,6 +69,13 @@ pub fn go_arg(ctx: &ProbeContext, n: usize) -> u64 {
     }
 }
 
+/// Integer result `n` (0-based) of an ABIInternal Go function, at a RET: results use the
+/// same registers as arguments.
+#[inline(always)]
+pub fn go_result(ctx: &ProbeContext, n: usize) -> u64 {
+    go_arg(ctx, n)
+}
+
 /// The stack pointer.
 #[inline(always)]
 pub fn stack_pointer(ctx: &ProbeContext) -> u64 {

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::probes::{
     KernelMaps,
+    gc::{self, GcProbeEvent},
     sched::{self, SchedEvent},
 };
 
@@ -25,6 +26,7 @@ use crate::probes::{
 #[derive(Debug)]
 pub enum Event {
     Sched(SchedEvent),
+    Gc(GcProbeEvent),
     /// Totals of the kernel's per-CPU counters.
     Kernel(KernelCounters),
     /// The goroutines parked right now (the in-flight map), read at `taken_ns`.
@@ -33,7 +35,7 @@ pub enum Event {
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KernelCounters {
-    /// By [`DropCause`] slot.
+    /// By [`DropCause`] slot, summed over the probe families.
     pub drops: [u64; DropCause::COUNT as usize],
     /// By [`Stat`] slot.
     pub stats: [u64; Stat::COUNT as usize],
@@ -129,12 +131,17 @@ impl Collector {
         }
     }
 
-    /// Takes everything the ring buffer holds now.
+    /// Takes everything the ring buffers hold now.
     fn drain(&mut self) -> Batch {
         let mut batch = Vec::new();
-        while let Some(record) = self.maps.events.next() {
+        while let Some(record) = self.maps.sched_events.next() {
             if let Some(e) = sched::decode(&record) {
                 batch.push(Event::Sched(e));
+            }
+        }
+        while let Some(record) = self.maps.gc_events.next() {
+            if let Some(e) = gc::decode(&record) {
+                batch.push(Event::Gc(e));
             }
         }
         batch
@@ -149,7 +156,7 @@ impl Collector {
         };
         let mut c = KernelCounters::default();
         for (i, slot) in c.drops.iter_mut().enumerate() {
-            *slot = sum(&self.maps.drops, i as u32);
+            *slot = self.maps.drops.iter().map(|d| sum(d, i as u32)).sum();
         }
         for (i, slot) in c.stats.iter_mut().enumerate() {
             *slot = sum(&self.maps.stats, i as u32);

@@ -86,7 +86,15 @@ pub async fn run(o: RunOptions) -> Result<()> {
         slot: attachment.slot,
         target: target.clone(),
         exe: exe_display.clone(),
+        unavailable: attachment
+            .unavailable
+            .iter()
+            .map(|(family, why)| (format!("{family:?}").to_lowercase(), why.clone()))
+            .collect(),
     });
+    for (family, why) in &binary.unavailable {
+        eprintln!("gort: {family} probes unavailable for {exe_display}: {why}");
+    }
     let binaries: Binaries = Arc::new(RwLock::new(BTreeMap::from([(
         attachment.slot,
         binary.clone(),

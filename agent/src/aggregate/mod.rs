@@ -2,6 +2,7 @@
 //! blocking statistics per process, per wait reason and per goroutine, and answers queries
 //! from the exporters with snapshots. Exporters never see the state itself.
 
+pub mod gc;
 pub mod histogram;
 pub mod process;
 pub mod sched_latency;
@@ -15,10 +16,13 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use self::process::{GoroutineReader, Origin, ProcessBlocking, Retention};
+use self::{
+    gc::PauseRole,
+    process::{GoroutineReader, Origin, ProcessBlocking, Retention},
+};
 use crate::{
     collect::{AgentDrops, Batch, Event, KernelCounters, monotonic_ns},
-    probes::sched::SchedEvent,
+    probes::{gc::GcProbeEvent, sched::SchedEvent},
     target::{
         GoTarget,
         process::{self as proc, ProcessId, ProcessMemory},
@@ -33,6 +37,8 @@ pub struct AttachedBinary {
     pub target: Arc<GoTarget>,
     /// The executable's path as given or as the process sees it.
     pub exe: String,
+    /// Probe families left out for this binary: (family, why).
+    pub unavailable: Vec<(String, String)>,
 }
 
 /// Attached binaries by slot, shared between the attach logic and the aggregator.
@@ -93,6 +99,7 @@ pub struct ProcessState {
     pub bias: Option<u64>,
     memory: Option<ProcessMemory>,
     pub blocking: ProcessBlocking,
+    pub gc: gc::GcStats,
     /// How many goroutines the walk of the runtime's list found at attach, or why it could not.
     pub walked: Result<usize, String>,
     /// The last reading of the runtime's own scheduling-latency histogram.
@@ -239,6 +246,7 @@ impl State {
                 memory,
                 binary,
                 blocking,
+                gc: gc::GcStats::default(),
                 sched_latency: None,
                 first_seen_ns: now,
             }
@@ -249,6 +257,7 @@ impl State {
         for event in batch {
             match event {
                 Event::Sched(e) => self.apply_sched(e),
+                Event::Gc(e) => self.apply_gc(e),
                 Event::Kernel(k) => self.kernel = k,
                 Event::Parked(snapshot) => {
                     let mut by_pid: BTreeMap<u32, Vec<(u64, u64, u8, u64)>> = BTreeMap::new();
@@ -273,30 +282,60 @@ impl State {
         }
     }
 
-    fn apply_sched(&mut self, e: SchedEvent) {
-        let (binary, pid) = match &e {
-            SchedEvent::Block { binary, pid, .. }
-            | SchedEvent::ResumeUnmatched { binary, pid, .. } => (*binary as u32, *pid),
+    fn apply_gc(&mut self, e: GcProbeEvent) {
+        let (binary, pid) = match e {
+            GcProbeEvent::Pause { binary, pid, .. } | GcProbeEvent::Cycle { binary, pid, .. } => {
+                (binary, pid)
+            }
         };
+        let Some(p) = self.process_for(binary as u32, pid) else {
+            return;
+        };
+        match e {
+            GcProbeEvent::Pause {
+                reason,
+                stop_ns,
+                start_ns,
+                ..
+            } => {
+                let name = p.binary.target.stw_reason_name(reason);
+                p.gc.on_pause(reason, PauseRole::of(&name.0), stop_ns, start_ns);
+            }
+            GcProbeEvent::Cycle { at_ns, .. } => p.gc.on_cycle(at_ns),
+        }
+    }
+
+    /// The live process `pid` of binary `slot`, started to be tracked on its first event.
+    fn process_for(&mut self, slot: u32, pid: u32) -> Option<&mut ProcessState> {
         let known = self
             .processes
             .get(&pid)
-            .is_some_and(|p| p.binary.slot == binary && p.exited_ns.is_none());
+            .is_some_and(|p| p.binary.slot == slot && p.exited_ns.is_none());
         if !known {
             let Some(b) = self
                 .binaries
                 .read()
                 .expect("not poisoned")
-                .get(&binary)
+                .get(&slot)
                 .cloned()
             else {
                 self.unknown_binary_events += 1;
-                return;
+                return None;
             };
             self.add_process(pid, b);
         }
+        self.processes.get_mut(&pid)
+    }
+
+    fn apply_sched(&mut self, e: SchedEvent) {
+        let (binary, pid) = match &e {
+            SchedEvent::Block { binary, pid, .. }
+            | SchedEvent::ResumeUnmatched { binary, pid, .. } => (*binary as u32, *pid),
+        };
         let limits = self.settings.retention;
-        let p = self.processes.get_mut(&pid).expect("added above");
+        let Some(p) = self.process_for(binary, pid) else {
+            return;
+        };
         let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
         match e {
             SchedEvent::Block {

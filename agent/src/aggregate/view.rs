@@ -28,6 +28,12 @@ pub struct ProcessMetrics {
     pub reasons: Vec<ReasonMetrics>,
     /// The runtime's scheduling-latency histogram, when readable.
     pub sched_latency: Option<super::sched_latency::RuntimeHistogram>,
+    /// Stop-the-world pauses by the runtime's reason name.
+    pub pauses: Vec<(String, DurationHistogram)>,
+    pub gc_cycles: u64,
+    pub gc_mark: DurationHistogram,
+    /// Whether the GC probes are attached for this process.
+    pub gc_probed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +77,19 @@ pub fn metrics(state: &State) -> MetricsView {
                 exited: p.exited_ns.is_some(),
                 reasons: reasons.into_values().collect(),
                 sched_latency: p.sched_latency.clone(),
+                pauses: p
+                    .gc
+                    .pauses
+                    .iter()
+                    .map(|(&raw, h)| (target.stw_reason_name(raw).0.to_string(), h.clone()))
+                    .collect(),
+                gc_cycles: p.gc.cycles,
+                gc_mark: p.gc.mark.clone(),
+                gc_probed: !p
+                    .binary
+                    .unavailable
+                    .iter()
+                    .any(|(family, _)| family == "gc"),
             }
         })
         .collect();
@@ -340,6 +359,12 @@ fn package_of(function: &str) -> &str {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct Unavailable {
+    pub family: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct ProcessView {
     pub pid: u32,
     pub service: String,
@@ -361,6 +386,8 @@ pub struct ProcessView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub walk_error: Option<String>,
     pub goroutines_untracked: u64,
+    /// Probe families left out for this process's binary, and why.
+    pub unavailable: Vec<Unavailable>,
     pub resumes_unmatched: u64,
 }
 
@@ -391,6 +418,15 @@ pub fn processes(state: &State, _now_ns: u64) -> Vec<ProcessView> {
                 goroutines_walked: p.walked.as_ref().ok().copied(),
                 walk_error: p.walked.as_ref().err().cloned(),
                 goroutines_untracked: p.blocking.untracked_goroutines,
+                unavailable: p
+                    .binary
+                    .unavailable
+                    .iter()
+                    .map(|(family, reason)| Unavailable {
+                        family: family.clone(),
+                        reason: reason.clone(),
+                    })
+                    .collect(),
                 resumes_unmatched: p.blocking.resumes_unmatched,
             }
         })

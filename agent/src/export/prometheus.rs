@@ -123,6 +123,63 @@ impl Collector for ViewCollector {
         }
 
         let mut family = encoder.encode_descriptor(
+            "gort_stw_pause",
+            "Stop-the-world pauses, from runtime.stopTheWorldWithSema to the end of \
+             runtime.startTheWorldWithSema, by the runtime's reason (a GC cycle has a `GC sweep \
+             termination` and a `GC mark termination` pause).",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for p in view.processes.iter() {
+            for (reason, h) in &p.pauses {
+                let labels: Labels = vec![
+                    ("pid", p.pid.to_string()),
+                    ("service", p.service.clone()),
+                    ("reason", reason.clone()),
+                ];
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(
+                        h.sum_ns() as f64 / 1e9,
+                        h.count(),
+                        &h.buckets_seconds(),
+                        None,
+                    )?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gort_gc_cycles",
+            "Completed GC cycles (runtime.gcMarkTermination ran).",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in view.processes.iter().filter(|p| p.gc_probed) {
+            let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+            ConstCounter::new(p.gc_cycles).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gort_gc_mark",
+            "The concurrent mark phase of GC cycles: from the end of the sweep-termination pause \
+             to the start of the mark-termination pause.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for p in view.processes.iter().filter(|p| p.gc_probed) {
+            let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+            let h = &p.gc_mark;
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(
+                    h.sum_ns() as f64 / 1e9,
+                    h.count(),
+                    &h.buckets_seconds(),
+                    None,
+                )?;
+        }
+
+        let mut family = encoder.encode_descriptor(
             "gort_target_up",
             "1 while gort watches the process, 0 once it has exited (its series stay for the \
              retention period).",
@@ -184,6 +241,10 @@ mod tests {
                     parked_now: 3,
                 }],
                 sched_latency: None,
+                pauses: vec![],
+                gc_cycles: 0,
+                gc_mark: DurationHistogram::default(),
+                gc_probed: true,
             }],
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],

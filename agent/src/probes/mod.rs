@@ -1,14 +1,21 @@
 //! Loading gort's eBPF programs and attaching them to Go binaries.
 //!
-//! One set of programs and maps serves every target binary: each attachment carries a cookie
-//! naming its binary's slot of `BINARY_CONFIG`, where the per-binary struct offsets live.
-//! Probes never format output; they hand raw events to [`crate::collect`].
+//! Each probe family is one eBPF object (`agent-ebpf/src/bin/<family>.rs`), loaded once and
+//! attached to every target binary: each attachment carries a cookie naming its binary's
+//! slot (of `BINARY_CONFIG`, where the scheduler family finds per-binary struct offsets).
+//! A family whose functions a binary lacks is left out for that binary, with the reason,
+//! and the others keep working. Probes never format output; they hand raw events to
+//! [`crate::collect`].
 
+pub mod gc;
 pub mod sched;
 
 use std::path::Path;
 
-use agent_common::{MAX_BINARIES, sched::BinaryConfig};
+use agent_common::{
+    MAX_BINARIES,
+    sched::{BinaryConfig, ParkKey, Parked},
+};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
@@ -67,12 +74,15 @@ pub struct ProbeSettings {
     pub max_parked: u32,
 }
 
-/// The maps the collector reads. Taken out of the loaded object so the collector owns them.
+/// The maps the collector reads. Taken out of the loaded objects so the collector owns them.
 pub struct KernelMaps {
-    pub events: RingBuf<MapData>,
-    pub drops: PerCpuArray<MapData, u64>,
+    pub sched_events: RingBuf<MapData>,
+    pub gc_events: RingBuf<MapData>,
+    /// Drop counters of every family.
+    pub drops: Vec<PerCpuArray<MapData, u64>>,
+    /// The scheduler family's activity counters.
     pub stats: PerCpuArray<MapData, u64>,
-    pub parked: HashMap<MapData, agent_common::sched::ParkKey, agent_common::sched::Parked>,
+    pub parked: HashMap<MapData, ParkKey, Parked>,
 }
 
 /// Which processes an attachment fires for.
@@ -84,18 +94,28 @@ pub enum Scope {
     AllProcesses,
 }
 
+/// A probe family: one eBPF object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Sched,
+    Gc,
+}
+
 /// The probes of one binary, attached; dropping the value does not detach (call
 /// [`Probes::detach`]).
 #[derive(Debug)]
 pub struct Attachment {
     /// The binary's slot of `BINARY_CONFIG` (the attach cookie).
     pub slot: u32,
-    links: Vec<(&'static str, UProbeLinkId)>,
+    links: Vec<(Family, &'static str, UProbeLinkId)>,
+    /// Families left out for this binary, and why.
+    pub unavailable: Vec<(Family, String)>,
 }
 
 /// gort's loaded eBPF programs.
 pub struct Probes {
-    ebpf: Ebpf,
+    sched: Ebpf,
+    gc: Ebpf,
     config: Array<MapData, BinaryConfig>,
     used_slots: Vec<bool>,
 }
@@ -103,7 +123,7 @@ pub struct Probes {
 impl Probes {
     /// Loads the programs into the kernel (not yet attached anywhere).
     pub fn load(settings: ProbeSettings) -> Result<(Probes, KernelMaps), ProbeError> {
-        let mut ebpf = EbpfLoader::new()
+        let mut sched = EbpfLoader::new()
             .override_global("FRAME_MIN_NS", &settings.frame_min_ns, true)
             .map_max_entries("EVENTS", settings.ringbuf_bytes)
             .map_max_entries("PARKED", settings.max_parked)
@@ -111,24 +131,23 @@ impl Probes {
             .map_err(|source| ProbeError::Load {
                 source: Box::new(source),
             })?;
-        for name in sched::PROGRAMS {
-            program(&mut ebpf, name)?
-                .load()
-                .map_err(|source| ProbeError::Program {
-                    name,
-                    source: Box::new(source),
-                })?;
-        }
+        load_programs(&mut sched, &sched::PROGRAMS)?;
+        let mut gc = Ebpf::load(gc::OBJECT).map_err(|source| ProbeError::Load {
+            source: Box::new(source),
+        })?;
+        load_programs(&mut gc, &gc::PROGRAMS)?;
         let maps = KernelMaps {
-            events: take_map(&mut ebpf, "EVENTS")?,
-            drops: take_map(&mut ebpf, "DROPS")?,
-            stats: take_map(&mut ebpf, "STATS")?,
-            parked: take_map(&mut ebpf, "PARKED")?,
+            sched_events: take_map(&mut sched, "EVENTS")?,
+            gc_events: take_map(&mut gc, "GC_EVENTS")?,
+            drops: vec![take_map(&mut sched, "DROPS")?, take_map(&mut gc, "DROPS")?],
+            stats: take_map(&mut sched, "STATS")?,
+            parked: take_map(&mut sched, "PARKED")?,
         };
-        let config = take_map(&mut ebpf, "BINARY_CONFIG")?;
+        let config = take_map(&mut sched, "BINARY_CONFIG")?;
         Ok((
             Probes {
-                ebpf,
+                sched,
+                gc,
                 config,
                 used_slots: vec![false; MAX_BINARIES as usize],
             },
@@ -136,7 +155,8 @@ impl Probes {
         ))
     }
 
-    /// Attaches the probes to `target`, whose executable is opened as `path`.
+    /// Attaches the probes to `target`, whose executable is opened as `path`. The scheduler
+    /// family must attach; another family that cannot is listed in `unavailable`.
     pub fn attach(
         &mut self,
         target: &GoTarget,
@@ -162,19 +182,32 @@ impl Probes {
         let mut attachment = Attachment {
             slot,
             links: Vec::new(),
+            unavailable: Vec::new(),
         };
-        let result = sched::attach(self, target, path, scope, &mut attachment);
-        if let Err(e) = result {
+        if let Err(e) = sched::attach(self, target, path, scope, &mut attachment) {
             self.detach(attachment);
             return Err(e);
+        }
+        match gc::points(target) {
+            Ok(points) => {
+                let before = attachment.links.len();
+                if let Err(e) = gc::attach(self, &points, path, scope, &mut attachment) {
+                    // Undo this family's links only.
+                    for (family, name, link) in attachment.links.drain(before..) {
+                        let _ = program(self.ebpf(family), name).map(|p| p.detach(link));
+                    }
+                    attachment.unavailable.push((Family::Gc, e.to_string()));
+                }
+            }
+            Err(why) => attachment.unavailable.push((Family::Gc, why)),
         }
         Ok(attachment)
     }
 
     /// Detaches every probe of an attachment and frees its slot.
     pub fn detach(&mut self, attachment: Attachment) {
-        for (name, link) in attachment.links {
-            if let Ok(p) = program(&mut self.ebpf, name) {
+        for (family, name, link) in attachment.links {
+            if let Ok(p) = program(self.ebpf(family), name) {
                 // The link may already be gone with its process; nothing else to do then.
                 let _ = p.detach(link);
             }
@@ -183,27 +216,35 @@ impl Probes {
         self.used_slots[attachment.slot as usize] = false;
     }
 
+    fn ebpf(&mut self, family: Family) -> &mut Ebpf {
+        match family {
+            Family::Sched => &mut self.sched,
+            Family::Gc => &mut self.gc,
+        }
+    }
+
     /// Attaches one program at one file offset of `path`.
     fn attach_at(
         &mut self,
         attachment: &mut Attachment,
-        name: &'static str,
+        (family, name): (Family, &'static str),
         path: &Path,
         offset: u64,
         scope: Scope,
     ) -> Result<(), ProbeError> {
+        use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
         let scope = match scope {
             Scope::Process(pid) => match std::num::NonZeroU32::new(pid) {
-                Some(pid) => aya::programs::uprobe::UProbeScope::OneProcess(pid),
-                None => aya::programs::uprobe::UProbeScope::AllProcesses,
+                Some(pid) => UProbeScope::OneProcess(pid),
+                None => UProbeScope::AllProcesses,
             },
-            Scope::AllProcesses => aya::programs::uprobe::UProbeScope::AllProcesses,
+            Scope::AllProcesses => UProbeScope::AllProcesses,
         };
-        let point = aya::programs::uprobe::UProbeAttachPoint {
-            location: aya::programs::uprobe::UProbeAttachLocation::AbsoluteOffset(offset),
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(offset),
             cookie: Some(attachment.slot as u64),
         };
-        let link = program(&mut self.ebpf, name)?
+        let link = program(self.ebpf(family), name)?
             .attach(point, path, scope)
             .map_err(|source| ProbeError::Attach {
                 program: name,
@@ -211,9 +252,21 @@ impl Probes {
                 offset,
                 source: Box::new(source),
             })?;
-        attachment.links.push((name, link));
+        attachment.links.push((family, name, link));
         Ok(())
     }
+}
+
+fn load_programs(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), ProbeError> {
+    for &name in names {
+        program(ebpf, name)?
+            .load()
+            .map_err(|source| ProbeError::Program {
+                name,
+                source: Box::new(source),
+            })?;
+    }
+    Ok(())
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, ProbeError> {

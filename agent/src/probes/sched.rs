@@ -6,7 +6,7 @@ use std::path::Path;
 
 use agent_common::sched::{BlockEvent, event_kind};
 
-use super::{Attachment, ProbeError, Probes, Scope};
+use super::{Attachment, Family, ProbeError, Probes, Scope};
 use crate::target::GoTarget;
 
 /// The eBPF object of this family.
@@ -27,9 +27,15 @@ pub(super) fn attach(
 ) -> Result<(), ProbeError> {
     // Returns first: a park whose entry is seen is then always seen to end.
     for &offset in &target.gopark_returns {
-        probes.attach_at(attachment, RETURN, path, offset, scope)?;
+        probes.attach_at(attachment, (Family::Sched, RETURN), path, offset, scope)?;
     }
-    probes.attach_at(attachment, ENTRY, path, target.gopark_entry, scope)
+    probes.attach_at(
+        attachment,
+        (Family::Sched, ENTRY),
+        path,
+        target.gopark_entry,
+        scope,
+    )
 }
 
 /// One decoded scheduler event.

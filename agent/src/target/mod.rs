@@ -76,6 +76,8 @@ pub struct GoTarget {
     pub gopark_returns: Vec<u64>,
     pub offsets: RuntimeOffsets,
     pub wait_reasons: ReasonNames,
+    /// `stwReason` names; absent names print as `stwReason(N)`.
+    pub stw_reasons: ReasonNames,
     /// Where the runtime's scheduling-latency histogram (`runtime.sched.timeToRun`) is, if
     /// the binary says: the `runtime.sched` symbol is gone from stripped binaries.
     pub sched_latency: Option<SchedLatencyHistogram>,
@@ -169,7 +171,13 @@ impl GoTarget {
             Ok(v) => (Some(v), None),
             Err(e) => (None, Some(e.to_string())),
         };
+        // Only the GC metrics need these: an error leaves them numbered, not the binary out.
+        let stw_reasons = binary.stw_reasons().unwrap_or(ReasonNames {
+            names: Vec::new(),
+            source: gobinary::Source::Table,
+        });
         Ok(GoTarget {
+            stw_reasons,
             allg,
             allg_error,
             sched_latency,
@@ -189,20 +197,25 @@ impl GoTarget {
 
     /// The runtime's name of a raw `waitReason`, as `runtime.Stack` prints it.
     pub fn wait_reason_name(&self, raw: u8) -> WaitReasonName {
-        WaitReasonName::of(&self.wait_reasons, raw)
+        WaitReasonName::of(&self.wait_reasons, raw, "waitReason")
+    }
+
+    /// The runtime's name of a raw `stwReason`.
+    pub fn stw_reason_name(&self, raw: u8) -> WaitReasonName {
+        WaitReasonName::of(&self.stw_reasons, raw, "stwReason")
     }
 }
 
-/// A waitReason as a label value: the runtime's own string, or `waitReason(N)` for a number
-/// the binary does not name (so nothing is silently merged).
+/// A reason as a label value: the runtime's own string, or `waitReason(N)` (`stwReason(N)`)
+/// for a number the binary does not name (so nothing is silently merged).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WaitReasonName(pub Arc<str>);
 
 impl WaitReasonName {
-    pub fn of(reasons: &ReasonNames, raw: u8) -> WaitReasonName {
+    pub fn of(reasons: &ReasonNames, raw: u8, kind: &str) -> WaitReasonName {
         match reasons.names.get(raw as usize) {
             Some(n) if !n.is_empty() => WaitReasonName(n.as_str().into()),
-            _ => WaitReasonName(format!("waitReason({raw})").into()),
+            _ => WaitReasonName(format!("{kind}({raw})").into()),
         }
     }
 }

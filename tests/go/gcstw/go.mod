@@ -1,0 +1,3 @@
+module gort.test/gcstw
+
+go 1.21
