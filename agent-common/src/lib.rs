@@ -6,11 +6,30 @@
 #![no_std]
 
 pub mod gc;
+pub mod lifecycle;
 pub mod sched;
 
 /// Number of distinct target binaries one loaded probe set can serve. The uprobe attach
 /// cookie of every attachment is an index below this into the per-binary config map.
 pub const MAX_BINARIES: u32 = 64;
+
+/// Per-binary settings the probes need, stored at index `cookie` of each family's
+/// `BINARY_CONFIG` array. Offsets in `runtime.g`, from the target's DWARF or from gort's
+/// generated per-Go-version table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BinaryConfig {
+    pub goid_offset: u32,
+    pub gopc_offset: u32,
+    pub startpc_offset: u32,
+    /// Non-zero once the agent has filled this slot; probes ignore unset slots.
+    pub valid: u32,
+}
+const _: () = assert!(core::mem::size_of::<BinaryConfig>() == 16);
+
+#[cfg(feature = "user")]
+// SAFETY: `#[repr(C)]` plain integers, valid for any bit pattern.
+unsafe impl aya::Pod for BinaryConfig {}
 
 /// Why the kernel side could not deliver something. Each is a slot of the per-CPU `DROPS`
 /// counter array and is exported as `gort_events_lost_total{cause}`.

@@ -1,17 +1,5 @@
 //! Shared types of the scheduler probe family (`runtime.gopark` entry and its RET instructions).
 
-/// Per-binary settings the probes need, stored at index `cookie` of the `BINARY_CONFIG` array.
-/// Offsets come from the target's DWARF or from gort's generated per-Go-version table.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BinaryConfig {
-    /// Offset of `goid` in `runtime.g`.
-    pub goid_offset: u32,
-    /// Non-zero once the agent has filled this slot; probes ignore unset slots.
-    pub valid: u32,
-}
-const _: () = assert!(core::mem::size_of::<BinaryConfig>() == 8);
-
 /// Key of the in-flight park map: one parked goroutine of one process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -83,7 +71,6 @@ const _: () = assert!(core::mem::size_of::<BlockEvent>() == 40 + 8 * MAX_FRAMES)
 mod pod {
     // SAFETY: all of these are `#[repr(C)]` plain integers with explicit padding, valid for any
     // bit pattern.
-    unsafe impl aya::Pod for super::BinaryConfig {}
     unsafe impl aya::Pod for super::ParkKey {}
     unsafe impl aya::Pod for super::Parked {}
     unsafe impl aya::Pod for super::BlockEvent {}

@@ -6,8 +6,35 @@
 //! boundary.
 #![no_std]
 
-use agent_common::{DropCause, Stat};
-use aya_ebpf::{macros::map, maps::PerCpuArray, programs::ProbeContext};
+use agent_common::{BinaryConfig, DropCause, MAX_BINARIES, Stat};
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid},
+    macros::map,
+    maps::{Array, PerCpuArray},
+    programs::ProbeContext,
+};
+
+/// Per-binary settings, indexed by the attach cookie; filled by the agent at attach.
+#[map]
+pub static BINARY_CONFIG: Array<BinaryConfig> = Array::with_max_entries(MAX_BINARIES, 0);
+
+/// The attach cookie (the binary's slot) and that binary's settings.
+#[inline(always)]
+pub fn binary_config(ctx: &ProbeContext) -> Result<(u32, BinaryConfig), u32> {
+    // SAFETY: plain helper call on our own context.
+    let slot = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
+    match BINARY_CONFIG.get(slot) {
+        Some(c) if c.valid != 0 => Ok((slot, *c)),
+        _ => Err(1),
+    }
+}
+
+/// The current process (kernel tgid).
+#[inline(always)]
+pub fn current_pid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
 
 /// Drops by cause; per-CPU so counting never contends. Summed by the agent.
 #[map]

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::probes::{
     KernelMaps,
     gc::{self, GcProbeEvent},
+    lifecycle::{self, LifecycleEvent},
     sched::{self, SchedEvent},
 };
 
@@ -27,6 +28,7 @@ use crate::probes::{
 pub enum Event {
     Sched(SchedEvent),
     Gc(GcProbeEvent),
+    Lifecycle(LifecycleEvent),
     /// Totals of the kernel's per-CPU counters.
     Kernel(KernelCounters),
     /// The goroutines parked right now (the in-flight map), read at `taken_ns`.
@@ -120,7 +122,9 @@ impl Collector {
                 Err(mpsc::error::TrySendError::Full(batch)) => {
                     let lost = batch
                         .iter()
-                        .filter(|e| matches!(e, Event::Sched(_)))
+                        .filter(|e| {
+                            matches!(e, Event::Sched(_) | Event::Gc(_) | Event::Lifecycle(_))
+                        })
                         .count();
                     self.drops
                         .channel_full
@@ -142,6 +146,12 @@ impl Collector {
         while let Some(record) = self.maps.gc_events.next() {
             if let Some(e) = gc::decode(&record) {
                 batch.push(Event::Gc(e));
+            }
+        }
+        // After the parks: a goroutine's last resume comes before its exit.
+        while let Some(record) = self.maps.lifecycle_events.next() {
+            if let Some(e) = lifecycle::decode(&record) {
+                batch.push(Event::Lifecycle(e));
             }
         }
         batch

@@ -22,10 +22,10 @@ use agent_common::{
     DropCause,
     gc::{GcEvent, WorldStopped, gc_event_kind},
 };
-use agent_ebpf::{count_drop, go_arg, go_result};
+use agent_ebpf::{count_drop, current_pid, go_arg, go_result};
 use aya_ebpf::{
     EbpfContext,
-    helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_attach_cookie, bpf_ktime_get_ns},
     macros::{map, uprobe},
     maps::{HashMap, RingBuf},
     programs::ProbeContext,
@@ -111,11 +111,6 @@ fn emit(ctx: &ProbeContext, kind: u8, reason: u8, stop_ns: u64, start_ns: u64) {
     if GC_EVENTS.output::<GcEvent>(&event, 0).is_err() {
         count_drop(DropCause::RingbufFull);
     }
-}
-
-#[inline(always)]
-fn current_pid() -> u32 {
-    (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
 #[cfg(not(test))]

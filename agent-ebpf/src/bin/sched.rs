@@ -16,29 +16,24 @@
 #![no_main]
 
 use agent_common::{
-    DropCause, MAX_BINARIES, Stat,
-    sched::{BinaryConfig, BlockEvent, MAX_FRAMES, ParkKey, Parked, event_kind},
+    DropCause, Stat,
+    sched::{BlockEvent, MAX_FRAMES, ParkKey, Parked, event_kind},
 };
 use agent_ebpf::{
-    count, count_drop, current_g, frame_pointer, go_arg, read_user_u64, stack_pointer,
-    try_read_user_u64,
+    binary_config, count, count_drop, current_g, current_pid, frame_pointer, go_arg, read_user_u64,
+    stack_pointer, try_read_user_u64,
 };
 use aya_ebpf::{
-    EbpfContext,
     bindings::BPF_RB_NO_WAKEUP,
-    helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::{map, uprobe},
-    maps::{Array, HashMap, RingBuf},
+    maps::{HashMap, RingBuf},
     programs::ProbeContext,
 };
 
 /// Blocks at least this long get their stack frames captured (set at load time).
 #[unsafe(no_mangle)]
 static FRAME_MIN_NS: u64 = 1_000_000;
-
-/// Per-binary settings, indexed by the attach cookie.
-#[map]
-static BINARY_CONFIG: Array<BinaryConfig> = Array::with_max_entries(MAX_BINARIES, 0);
 
 /// Goroutines parked right now. Sized by the agent at load time (`--max-parked`).
 #[map]
@@ -175,22 +170,6 @@ fn capture_frames(ctx: &ProbeContext, frames: &mut [u64; MAX_FRAMES]) -> u8 {
         fp = next;
     }
     n
-}
-
-#[inline(always)]
-/// The attach cookie (the binary's slot) and that binary's settings.
-fn binary_config(ctx: &ProbeContext) -> Result<(u32, BinaryConfig), u32> {
-    // SAFETY: plain helper call on our own context.
-    let slot = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) } as u32;
-    match BINARY_CONFIG.get(slot) {
-        Some(c) if c.valid != 0 => Ok((slot, *c)),
-        _ => Err(1),
-    }
-}
-
-#[inline(always)]
-fn current_pid() -> u32 {
-    (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
 #[cfg(not(test))]

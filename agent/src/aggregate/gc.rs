@@ -29,6 +29,10 @@ impl PauseRole {
     }
 }
 
+/// Two hits of one probe this close are one call hit twice; two GC cycles are never this
+/// close (each one marks the whole heap).
+const DUPLICATE_WITHIN_NS: u64 = 1_000_000;
+
 #[derive(Debug, Default, Clone)]
 pub struct GcStats {
     /// Stop-the-world pauses by raw `stwReason`.
@@ -72,7 +76,17 @@ impl GcStats {
 
     /// `runtime.gcMarkTermination` ran at `at_ns` (inside a mark-termination pause, whose
     /// event comes after this one).
+    ///
+    /// A second cycle within a millisecond, before that pause arrives, is the probe firing
+    /// twice for one call (a signal interrupted the single-step of the probed instruction and
+    /// the kernel restarted it), not a second cycle.
     pub fn on_cycle(&mut self, at_ns: u64) {
+        if self
+            .completed_ns
+            .is_some_and(|prev| at_ns.saturating_sub(prev) < DUPLICATE_WITHIN_NS)
+        {
+            return;
+        }
         self.cycles += 1;
         self.completed_ns = Some(at_ns);
     }
@@ -100,6 +114,20 @@ mod tests {
         // Other pauses change nothing of the cycle.
         gc.on_pause(7, PauseRole::Other, 10_000, 10_500);
         assert_eq!((gc.cycles, gc.mark.count()), (1, 1));
+    }
+
+    #[test]
+    fn a_probe_hit_twice_is_one_cycle() {
+        let mut gc = GcStats::default();
+        gc.on_pause(2, PauseRole::SweepTermination, 1_000, 1_100);
+        gc.on_cycle(9_020);
+        gc.on_cycle(9_030);
+        gc.on_pause(1, PauseRole::MarkTermination, 9_000, 9_200);
+        assert_eq!((gc.cycles, gc.mark.count()), (1, 1));
+        // A cycle whose pause never came does not hide the next one.
+        gc.on_cycle(50_000_000);
+        gc.on_cycle(90_000_000);
+        assert_eq!(gc.cycles, 3);
     }
 
     #[test]

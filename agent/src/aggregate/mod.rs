@@ -22,7 +22,7 @@ use self::{
 };
 use crate::{
     collect::{AgentDrops, Batch, Event, KernelCounters, monotonic_ns},
-    probes::{gc::GcProbeEvent, sched::SchedEvent},
+    probes::{gc::GcProbeEvent, lifecycle::LifecycleEvent, sched::SchedEvent},
     target::{
         GoTarget,
         process::{self as proc, ProcessId, ProcessMemory},
@@ -39,6 +39,17 @@ pub struct AttachedBinary {
     pub exe: String,
     /// Probe families left out for this binary: (family, why).
     pub unavailable: Vec<(String, String)>,
+}
+
+impl AttachedBinary {
+    /// Whether the probes of `family` are attached.
+    pub fn probes(&self, family: &str) -> bool {
+        !self.unavailable.iter().any(|(f, _)| f == family)
+    }
+
+    pub fn probes_lifecycle(&self) -> bool {
+        self.probes("lifecycle")
+    }
 }
 
 /// Attached binaries by slot, shared between the attach logic and the aggregator.
@@ -258,6 +269,7 @@ impl State {
             match event {
                 Event::Sched(e) => self.apply_sched(e),
                 Event::Gc(e) => self.apply_gc(e),
+                Event::Lifecycle(e) => self.apply_lifecycle(e),
                 Event::Kernel(k) => self.kernel = k,
                 Event::Parked(snapshot) => {
                     let mut by_pid: BTreeMap<u32, Vec<(u64, u64, u8, u64)>> = BTreeMap::new();
@@ -279,6 +291,27 @@ impl State {
                     }
                 }
             }
+        }
+    }
+
+    fn apply_lifecycle(&mut self, e: LifecycleEvent) {
+        let limits = self.settings.retention;
+        let Some(p) = self.process_for(e.binary as u32, e.pid) else {
+            return;
+        };
+        if e.created {
+            p.blocking.on_created(
+                e.goid,
+                e.g,
+                Origin {
+                    gopc: e.gopc,
+                    startpc: e.startpc,
+                },
+                e.ns,
+                &limits,
+            );
+        } else {
+            p.blocking.on_exited(e.goid, e.ns);
         }
     }
 
@@ -380,7 +413,8 @@ impl State {
                 p.memory = None;
                 p.blocking.process_exited(now_ns);
             }
-            if sweep {
+            // With the lifecycle probes exits are seen; without, they are found in memory.
+            if sweep && !p.binary.probes_lifecycle() {
                 let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
                 p.blocking
                     .sweep(now_ns, EXIT_CHECK_QUIET_NS, &limits, &reader);

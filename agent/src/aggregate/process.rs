@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::histogram::DurationHistogram;
-use crate::target::walk::{G_DEAD, G_WAITING, WalkedGoroutine};
+use crate::target::walk::{G_DEAD, G_IDLE, G_WAITING, WalkedGoroutine};
 
 /// Where a goroutine comes from, as raw runtime addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +39,8 @@ pub enum GoroutineState {
     /// Parked for `reason` since `since_ns` (CLOCK_MONOTONIC); None when it was parked
     /// before gort attached (found by the walk of the goroutine list).
     Waiting { reason: u8, since_ns: Option<u64> },
-    /// Exited (noticed at `at_ns`).
-    Exited { at_ns: u64 },
+    /// Exited at `at_ns`: seen by the lifecycle probe (`seen`), or found in memory.
+    Exited { at_ns: u64, seen: bool },
 }
 
 /// One goroutine's blocking for one reason.
@@ -65,6 +65,8 @@ pub struct Goroutine {
     pub state: GoroutineState,
     pub origin: Option<Origin>,
     pub blocking: Vec<GoroutineBlocking>,
+    /// Its creation was seen by the lifecycle probe.
+    pub created_seen: bool,
 }
 
 impl Goroutine {
@@ -77,6 +79,15 @@ impl Goroutine {
             state: GoroutineState::Running,
             origin: None,
             blocking: Vec::new(),
+            created_seen: false,
+        }
+    }
+
+    /// Changes the state, unless the lifecycle probe saw the goroutine exit (then nothing
+    /// after can change it).
+    fn set_state(&mut self, state: GoroutineState) {
+        if !matches!(self.state, GoroutineState::Exited { seen: true, .. }) {
+            self.state = state;
         }
     }
 
@@ -130,6 +141,11 @@ pub struct ProcessBlocking {
     pub untracked_goroutines: u64,
     /// Resumes of parks that began before gort attached.
     pub resumes_unmatched: u64,
+    /// Goroutines created and exited since gort attached (the lifecycle probes).
+    pub created_total: u64,
+    pub exited_total: u64,
+    /// Live goroutines beyond `max_goroutines`, counted but not tracked.
+    pub untracked_live: u64,
 }
 
 impl ProcessBlocking {
@@ -150,7 +166,7 @@ impl ProcessBlocking {
         self.reasons.entry(reason).or_default().histogram.record(ns);
         if let Some(gr) = self.goroutine(goid, g, resume_ns, limits, reader) {
             gr.record_block(reason, ns, frames);
-            gr.state = GoroutineState::Running;
+            gr.set_state(GoroutineState::Running);
             gr.last_event_ns = resume_ns;
         }
     }
@@ -166,7 +182,7 @@ impl ProcessBlocking {
     ) {
         self.resumes_unmatched += 1;
         if let Some(gr) = self.goroutine(goid, g, resume_ns, limits, reader) {
-            gr.state = GoroutineState::Running;
+            gr.set_state(GoroutineState::Running);
             gr.last_event_ns = resume_ns;
         }
     }
@@ -204,10 +220,10 @@ impl ProcessBlocking {
                 continue;
             };
             let before = gr.state;
-            gr.state = GoroutineState::Waiting {
+            gr.set_state(GoroutineState::Waiting {
                 reason,
                 since_ns: Some(park_ns),
-            };
+            });
             if let GoroutineState::Waiting {
                 reason,
                 since_ns: None,
@@ -223,7 +239,11 @@ impl ProcessBlocking {
     /// Takes in the goroutines that existed when gort attached, found by walking the
     /// runtime's list at `now_ns`. Goroutines the probes already reported are left alone.
     pub fn on_walk(&mut self, walked: &[WalkedGoroutine], now_ns: u64, limits: &Retention) {
-        for w in walked.iter().filter(|w| w.status != G_DEAD) {
+        // `_Gidle` gs are being set up by newproc1, which the probes see.
+        for w in walked
+            .iter()
+            .filter(|w| w.status != G_DEAD && w.status != G_IDLE)
+        {
             if self.goroutines.contains_key(&w.goid) {
                 continue;
             }
@@ -267,8 +287,10 @@ impl ProcessBlocking {
             self.goroutines.insert(goid, gr);
         }
         let gr = self.goroutines.get_mut(&goid).expect("present");
-        if let GoroutineState::Exited { .. } = gr.state {
-            // An event after exit means the exit check raced with a reused goid: trust events.
+        if let GoroutineState::Exited { seen: false, .. } = gr.state {
+            // An event after an exit found in memory means the check raced with a reused
+            // `g`: trust the event. (An exit the probe saw is final: goids are never reused,
+            // and a late event is one drained after the exit, from another ring buffer.)
             self.exited.retain(|&(_, id)| id != goid);
             gr.state = GoroutineState::Running;
         }
@@ -290,7 +312,10 @@ impl ProcessBlocking {
                 && now_ns.saturating_sub(gr.last_event_ns) >= quiet_ns
                 && reader.has_exited(gr.g, gr.goid) == Some(true)
             {
-                gr.state = GoroutineState::Exited { at_ns: now_ns };
+                gr.state = GoroutineState::Exited {
+                    at_ns: now_ns,
+                    seen: false,
+                };
                 self.exited.push_back((now_ns, gr.goid));
             }
         }
@@ -305,12 +330,99 @@ impl ProcessBlocking {
         }
     }
 
+    /// A goroutine was created (`runtime.newproc1` returned it).
+    ///
+    /// A uprobe can fire twice for one execution: when a signal (Go preempts goroutines with
+    /// SIGURG) interrupts the single-step of the probed instruction, the kernel restarts it
+    /// and the probe fires again (kernel/events/uprobes.c `handle_singlestep`). So a second
+    /// creation or exit of one goroutine is not counted again.
+    pub fn on_created(
+        &mut self,
+        goid: u64,
+        g: u64,
+        origin: Origin,
+        now_ns: u64,
+        limits: &Retention,
+    ) {
+        if let Some(gr) = self.goroutines.get_mut(&goid) {
+            if !gr.created_seen {
+                // Its first park was drained before its creation. The probe read the origin
+                // at creation: it is the one to keep.
+                gr.created_seen = true;
+                self.created_total += 1;
+                gr.origin = Some(origin);
+            }
+            return;
+        }
+        self.created_total += 1;
+        if self.goroutines.len() - self.exited.len() >= limits.max_goroutines {
+            self.untracked_goroutines += 1;
+            self.untracked_live += 1;
+            return;
+        }
+        let mut gr = Goroutine::new(goid, g, now_ns);
+        gr.origin = Some(origin);
+        gr.created_seen = true;
+        self.goroutines.insert(goid, gr);
+    }
+
+    /// A goroutine exited (`runtime.goexit1` ran on it); a second exit is a probe firing
+    /// twice (see [`ProcessBlocking::on_created`]).
+    pub fn on_exited(&mut self, goid: u64, now_ns: u64) {
+        match self.goroutines.get_mut(&goid) {
+            Some(gr) => match gr.state {
+                GoroutineState::Exited { seen: true, .. } => {}
+                GoroutineState::Exited { seen: false, .. } => {
+                    // Found dead in memory first; the probe's word is final.
+                    self.exited_total += 1;
+                    gr.state = GoroutineState::Exited {
+                        at_ns: now_ns,
+                        seen: true,
+                    };
+                }
+                _ => {
+                    self.exited_total += 1;
+                    gr.state = GoroutineState::Exited {
+                        at_ns: now_ns,
+                        seen: true,
+                    };
+                    gr.last_event_ns = now_ns;
+                    self.exited.push_back((now_ns, goid));
+                }
+            },
+            None => {
+                self.exited_total += 1;
+                self.untracked_live = self.untracked_live.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Live goroutines: (the runtime's own, the rest), classifying each by where it started.
+    /// Untracked ones count with the rest.
+    pub fn live(&self, is_system: impl Fn(u64) -> bool) -> (u64, u64) {
+        let (mut system, mut user) = (0, self.untracked_live);
+        for gr in self.goroutines.values() {
+            if matches!(gr.state, GoroutineState::Exited { .. }) {
+                continue;
+            }
+            if gr.origin.is_some_and(|o| is_system(o.startpc)) {
+                system += 1;
+            } else {
+                user += 1;
+            }
+        }
+        (system, user)
+    }
+
     /// Marks every live goroutine exited (the process is gone).
     pub fn process_exited(&mut self, now_ns: u64) {
         self.parked_now.clear();
         for gr in self.goroutines.values_mut() {
             if !matches!(gr.state, GoroutineState::Exited { .. }) {
-                gr.state = GoroutineState::Exited { at_ns: now_ns };
+                gr.state = GoroutineState::Exited {
+                    at_ns: now_ns,
+                    seen: false,
+                };
                 self.exited.push_back((now_ns, gr.goid));
             }
         }
@@ -449,6 +561,32 @@ mod tests {
     }
 
     #[test]
+    fn lifecycle_counts_each_goroutine_once() {
+        let mut p = ProcessBlocking::default();
+        let o = Origin {
+            gopc: 1,
+            startpc: 2,
+        };
+        p.on_created(5, 0x500, o, 10, &LIMITS);
+        p.on_created(5, 0x500, o, 11, &LIMITS); // the probe hit twice
+        p.on_exited(5, 20);
+        p.on_exited(5, 21);
+        assert_eq!((p.created_total, p.exited_total), (1, 1));
+        // A late park of an exited goroutine does not bring it back.
+        p.on_resume_unmatched(5, 0x500, 30, &LIMITS, &FakeMemory::default());
+        assert!(matches!(
+            p.goroutines[&5].state,
+            GoroutineState::Exited { seen: true, .. }
+        ));
+        assert_eq!(p.live(|_| false), (0, 0));
+        // A goroutine first seen parking, then its creation.
+        p.on_block(6, 0x600, 14, 0, 10, &[], &LIMITS, &FakeMemory::default());
+        p.on_created(6, 0x600, o, 12, &LIMITS);
+        assert_eq!(p.created_total, 2);
+        assert_eq!(p.live(|startpc| startpc == 2), (1, 0));
+    }
+
+    #[test]
     fn tracking_and_retention_are_bounded() {
         let mem = FakeMemory::default();
         let mut p = ProcessBlocking::default();
@@ -467,7 +605,7 @@ mod tests {
         assert!(
             p.goroutines
                 .values()
-                .all(|g| matches!(g.state, GoroutineState::Exited { at_ns: 100 }))
+                .all(|g| matches!(g.state, GoroutineState::Exited { at_ns: 100, .. }))
         );
         // Room for new goroutines again.
         p.on_block(6, 0x600, 14, 0, 10, &[], &LIMITS, &mem);

@@ -34,6 +34,11 @@ pub struct ProcessMetrics {
     pub gc_mark: DurationHistogram,
     /// Whether the GC probes are attached for this process.
     pub gc_probed: bool,
+    /// Live goroutines: the runtime's own, and the rest (what `runtime.NumGoroutine` counts).
+    pub goroutines_system: u64,
+    pub goroutines_user: u64,
+    /// Goroutines created and exited since gort attached, when the lifecycle probes are.
+    pub lifecycle: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +76,11 @@ pub fn metrics(state: &State) -> MetricsView {
                     })
                     .parked_now = n;
             }
+            let live = p.blocking.live(|startpc| {
+                p.link_address(startpc)
+                    .and_then(|a| target.binary.pclntab().func_at(a))
+                    .is_some_and(|f| is_system_goroutine(&f.name))
+            });
             ProcessMetrics {
                 pid: p.pid,
                 service: p.service.clone(),
@@ -85,11 +95,13 @@ pub fn metrics(state: &State) -> MetricsView {
                     .collect(),
                 gc_cycles: p.gc.cycles,
                 gc_mark: p.gc.mark.clone(),
-                gc_probed: !p
+                gc_probed: p.binary.probes("gc"),
+                goroutines_system: live.0,
+                goroutines_user: live.1,
+                lifecycle: p
                     .binary
-                    .unavailable
-                    .iter()
-                    .any(|(family, _)| family == "gc"),
+                    .probes_lifecycle()
+                    .then_some((p.blocking.created_total, p.blocking.exited_total)),
             }
         })
         .collect();

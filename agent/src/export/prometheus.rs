@@ -180,6 +180,46 @@ impl Collector for ViewCollector {
         }
 
         let mut family = encoder.encode_descriptor(
+            "gort_goroutines",
+            "Live goroutines: kind=\"user\" counts them as runtime.NumGoroutine does, \
+             kind=\"system\" the runtime's own (GC workers, sweeper, scavenger, finalizer ...).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in view.processes.iter().filter(|p| !p.exited) {
+            for (kind, n) in [("user", p.goroutines_user), ("system", p.goroutines_system)] {
+                let labels: Labels = vec![
+                    ("pid", p.pid.to_string()),
+                    ("service", p.service.clone()),
+                    ("kind", kind.to_string()),
+                ];
+                ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        for (name, help, pick) in [
+            (
+                "gort_goroutines_created",
+                "Goroutines created since gort attached.",
+                0,
+            ),
+            (
+                "gort_goroutines_exited",
+                "Goroutines exited since gort attached.",
+                1,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for p in &view.processes {
+                let Some(counts) = p.lifecycle else { continue };
+                let labels: Labels =
+                    vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+                let n = if pick == 0 { counts.0 } else { counts.1 };
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
             "gort_target_up",
             "1 while gort watches the process, 0 once it has exited (its series stay for the \
              retention period).",
@@ -245,6 +285,9 @@ mod tests {
                 gc_cycles: 0,
                 gc_mark: DurationHistogram::default(),
                 gc_probed: true,
+                goroutines_system: 4,
+                goroutines_user: 10,
+                lifecycle: Some((12, 2)),
             }],
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],
@@ -261,6 +304,8 @@ mod tests {
             format!("gort_goroutines_blocked{{{l}}} 3"),
             "gort_events_lost_total{cause=\"ringbuf_full\"} 0".to_string(),
             "gort_target_up{pid=\"42\",service=\"checkout\"} 1".to_string(),
+            "gort_goroutines{pid=\"42\",service=\"checkout\",kind=\"user\"} 10".to_string(),
+            "gort_goroutines_created_total{pid=\"42\",service=\"checkout\"} 12".to_string(),
             "# EOF".to_string(),
         ] {
             assert!(

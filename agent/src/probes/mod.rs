@@ -8,13 +8,14 @@
 //! [`crate::collect`].
 
 pub mod gc;
+pub mod lifecycle;
 pub mod sched;
 
 use std::path::Path;
 
 use agent_common::{
-    MAX_BINARIES,
-    sched::{BinaryConfig, ParkKey, Parked},
+    BinaryConfig, MAX_BINARIES,
+    sched::{ParkKey, Parked},
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -78,6 +79,7 @@ pub struct ProbeSettings {
 pub struct KernelMaps {
     pub sched_events: RingBuf<MapData>,
     pub gc_events: RingBuf<MapData>,
+    pub lifecycle_events: RingBuf<MapData>,
     /// Drop counters of every family.
     pub drops: Vec<PerCpuArray<MapData, u64>>,
     /// The scheduler family's activity counters.
@@ -99,6 +101,7 @@ pub enum Scope {
 pub enum Family {
     Sched,
     Gc,
+    Lifecycle,
 }
 
 /// The probes of one binary, attached; dropping the value does not detach (call
@@ -116,7 +119,9 @@ pub struct Attachment {
 pub struct Probes {
     sched: Ebpf,
     gc: Ebpf,
-    config: Array<MapData, BinaryConfig>,
+    lifecycle: Ebpf,
+    /// `BINARY_CONFIG` of the families that read the target's `g`.
+    configs: [Array<MapData, BinaryConfig>; 2],
     used_slots: Vec<bool>,
 }
 
@@ -136,19 +141,32 @@ impl Probes {
             source: Box::new(source),
         })?;
         load_programs(&mut gc, &gc::PROGRAMS)?;
+        let mut lifecycle = Ebpf::load(lifecycle::OBJECT).map_err(|source| ProbeError::Load {
+            source: Box::new(source),
+        })?;
+        load_programs(&mut lifecycle, &lifecycle::PROGRAMS)?;
         let maps = KernelMaps {
             sched_events: take_map(&mut sched, "EVENTS")?,
             gc_events: take_map(&mut gc, "GC_EVENTS")?,
-            drops: vec![take_map(&mut sched, "DROPS")?, take_map(&mut gc, "DROPS")?],
+            lifecycle_events: take_map(&mut lifecycle, "LIFECYCLE_EVENTS")?,
+            drops: vec![
+                take_map(&mut sched, "DROPS")?,
+                take_map(&mut gc, "DROPS")?,
+                take_map(&mut lifecycle, "DROPS")?,
+            ],
             stats: take_map(&mut sched, "STATS")?,
             parked: take_map(&mut sched, "PARKED")?,
         };
-        let config = take_map(&mut sched, "BINARY_CONFIG")?;
+        let configs = [
+            take_map(&mut sched, "BINARY_CONFIG")?,
+            take_map(&mut lifecycle, "BINARY_CONFIG")?,
+        ];
         Ok((
             Probes {
                 sched,
                 gc,
-                config,
+                lifecycle,
+                configs,
                 used_slots: vec![false; MAX_BINARIES as usize],
             },
             maps,
@@ -168,16 +186,14 @@ impl Probes {
             .iter()
             .position(|used| !used)
             .ok_or(ProbeError::TooManyBinaries)? as u32;
+        let o = &target.offsets;
         let config = BinaryConfig {
-            goid_offset: target.offsets.g_goid,
+            goid_offset: o.g_goid,
+            gopc_offset: o.g_gopc,
+            startpc_offset: o.g_startpc,
             valid: 1,
         };
-        self.config
-            .set(slot, config, 0)
-            .map_err(|source| ProbeError::Map {
-                name: "BINARY_CONFIG",
-                source: Box::new(source),
-            })?;
+        self.set_config(slot, config)?;
         self.used_slots[slot as usize] = true;
         let mut attachment = Attachment {
             slot,
@@ -188,20 +204,47 @@ impl Probes {
             self.detach(attachment);
             return Err(e);
         }
-        match gc::points(target) {
-            Ok(points) => {
-                let before = attachment.links.len();
-                if let Err(e) = gc::attach(self, &points, path, scope, &mut attachment) {
-                    // Undo this family's links only.
-                    for (family, name, link) in attachment.links.drain(before..) {
-                        let _ = program(self.ebpf(family), name).map(|p| p.detach(link));
-                    }
-                    attachment.unavailable.push((Family::Gc, e.to_string()));
-                }
+        let gc = gc::points(target).map(|points| {
+            move |probes: &mut Probes, a: &mut Attachment| {
+                gc::attach(probes, &points, path, scope, a)
             }
-            Err(why) => attachment.unavailable.push((Family::Gc, why)),
-        }
+        });
+        self.attach_optional(Family::Gc, gc, &mut attachment);
+        let lifecycle = lifecycle::points(target).map(|points| {
+            move |probes: &mut Probes, a: &mut Attachment| {
+                lifecycle::attach(probes, &points, path, scope, a)
+            }
+        });
+        self.attach_optional(Family::Lifecycle, lifecycle, &mut attachment);
         Ok(attachment)
+    }
+
+    /// Attaches a family that may be left out: on failure its links are undone and the
+    /// reason recorded.
+    fn attach_optional(
+        &mut self,
+        family: Family,
+        attach: Result<impl FnOnce(&mut Probes, &mut Attachment) -> Result<(), ProbeError>, String>,
+        attachment: &mut Attachment,
+    ) {
+        let before = attachment.links.len();
+        let result = attach.and_then(|f| f(self, attachment).map_err(|e| e.to_string()));
+        if let Err(why) = result {
+            for (family, name, link) in attachment.links.drain(before..) {
+                let _ = program(self.ebpf(family), name).map(|p| p.detach(link));
+            }
+            attachment.unavailable.push((family, why));
+        }
+    }
+
+    fn set_config(&mut self, slot: u32, config: BinaryConfig) -> Result<(), ProbeError> {
+        for map in &mut self.configs {
+            map.set(slot, config, 0).map_err(|source| ProbeError::Map {
+                name: "BINARY_CONFIG",
+                source: Box::new(source),
+            })?;
+        }
+        Ok(())
     }
 
     /// Detaches every probe of an attachment and frees its slot.
@@ -212,7 +255,7 @@ impl Probes {
                 let _ = p.detach(link);
             }
         }
-        let _ = self.config.set(attachment.slot, BinaryConfig::default(), 0);
+        let _ = self.set_config(attachment.slot, BinaryConfig::default());
         self.used_slots[attachment.slot as usize] = false;
     }
 
@@ -220,6 +263,7 @@ impl Probes {
         match family {
             Family::Sched => &mut self.sched,
             Family::Gc => &mut self.gc,
+            Family::Lifecycle => &mut self.lifecycle,
         }
     }
 

@@ -33,7 +33,9 @@ pub struct WalkedGoroutine {
     pub startpc: u64,
 }
 
-/// `_Gwaiting` and `_Gdead` (runtime/runtime2.go); `_Gscan` is a bit or'ed onto the status.
+/// `_Gidle`, `_Gwaiting` and `_Gdead` (runtime/runtime2.go); `_Gscan` is a bit or'ed onto
+/// the status.
+pub const G_IDLE: u32 = 0;
 pub const G_WAITING: u32 = 4;
 pub const G_DEAD: u32 = 6;
 pub const G_SCAN: u32 = 0x1000;

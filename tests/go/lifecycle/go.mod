@@ -1,0 +1,3 @@
+module gort.test/lifecycle
+
+go 1.21
