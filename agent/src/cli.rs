@@ -19,6 +19,23 @@ pub enum Command {
     Run(RunOptions),
     /// Tell whether gort can attach to a Go binary, and what it found in it (no root needed).
     Inspect(InspectOptions),
+    /// Show the goroutine leak suspects a running `gort run` found, as a table.
+    Leaks(LeaksOptions),
+}
+
+#[derive(Args, Debug)]
+pub struct LeaksOptions {
+    /// Only this process.
+    #[arg(long)]
+    pub pid: Option<u32>,
+
+    /// Where the `gort run` to ask serves.
+    #[arg(long, default_value = "127.0.0.1:9464", env = "GORT_LISTEN")]
+    pub agent: String,
+
+    /// Print the JSON the agent returns instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -68,6 +85,20 @@ pub struct RunOptions {
     /// How long exited goroutines stay in the API.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub retain_exited_for: Duration,
+
+    /// A group of goroutines created at the same place and blocked at the same place is a
+    /// leak suspect when members have been parked this long and the group keeps growing.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub leak_after: Duration,
+
+    /// Over how long a suspect group's growth is measured (default: --leak-after).
+    #[arg(long, value_parser = parse_duration)]
+    pub leak_window: Option<Duration>,
+
+    /// Leak suspect groups on /metrics at most, by size (the rest add up in
+    /// created_by="other").
+    #[arg(long, default_value_t = 10)]
+    pub leak_top: usize,
 
     /// How long an exited process's series stay on /metrics and in the API.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]

@@ -9,6 +9,7 @@ mod cli;
 mod collect;
 mod export;
 mod inspect;
+mod leaks_cmd;
 mod probes;
 mod run;
 mod target;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         }),
+        Command::Leaks(o) => leaks_cmd::run(&o).map(|()| ExitCode::SUCCESS),
         Command::Run(o) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -11,7 +11,10 @@ use anyhow::{Context, Result, bail};
 use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{
-    aggregate::{Aggregator, AttachedBinary, Binaries, Settings, State, process::Retention},
+    aggregate::{
+        Aggregator, AttachedBinary, Binaries, Settings, State, leaks::LeakSettings,
+        process::Retention,
+    },
     cli::RunOptions,
     collect::{AgentDrops, Collector},
     export::api,
@@ -110,6 +113,12 @@ pub async fn run(o: RunOptions) -> Result<()> {
             },
             retain_process_for_ns: o.retain_exited_process_for.as_nanos() as u64,
             service: o.service.clone(),
+            leaks: LeakSettings {
+                leak_after_ns: o.leak_after.as_nanos() as u64,
+                window_ns: o.leak_window.unwrap_or(o.leak_after).as_nanos() as u64,
+                max_groups: 10_000,
+            },
+            leak_top: o.leak_top,
         },
         binaries,
         agent_drops.clone(),

@@ -59,6 +59,11 @@ pub struct RuntimeOffsets {
     pub g_atomicstatus: u32,
     /// `runtime.g.waitreason` (uint8): why a waiting goroutine waits.
     pub g_waitreason: u32,
+    /// `runtime.g.sched` (gobuf) and `runtime.gobuf.bp`: where a parked goroutine's frame
+    /// pointer is saved (by `mcall`), to walk its stack from outside.
+    pub g_sched: Option<u32>,
+    /// `runtime.gobuf.bp`.
+    pub gobuf_bp: Option<u32>,
     /// `runtime.schedt.timeToRun` (timeHistogram): the scheduling latency histogram.
     pub schedt_time_to_run: Option<u32>,
     /// `runtime.schedt.goidgen` and `.ngsys`: how `runtime.sched` is found in the code of
@@ -90,6 +95,8 @@ const MEMBERS: &[(&str, &str)] = &[
     ("runtime.g", "startpc"),
     ("runtime.g", "atomicstatus"),
     ("runtime.g", "waitreason"),
+    ("runtime.g", "sched"),
+    ("runtime.gobuf", "bp"),
     ("runtime.schedt", "timeToRun"),
     ("runtime.schedt", "goidgen"),
     ("runtime.schedt", "ngsys"),
@@ -158,6 +165,8 @@ pub(crate) fn offsets_from_dwarf(data: &[u8]) -> Result<RuntimeOffsets, DwarfErr
         g_atomicstatus: need("runtime.g", "atomicstatus")?,
         g_waitreason: need("runtime.g", "waitreason")?,
         // timeToRun exists since Go 1.19; keep it optional for forward compatibility.
+        g_sched: get("runtime.g", "sched"),
+        gobuf_bp: get("runtime.gobuf", "bp"),
         schedt_time_to_run: get("runtime.schedt", "timeToRun"),
         moduledata_gofunc: need("runtime.moduledata", "gofunc")?,
         time_histogram_underflow: get("runtime.timeHistogram", "underflow"),

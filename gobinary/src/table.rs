@@ -104,6 +104,8 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
                      g_startpc: {},\n            \
                      g_atomicstatus: {},\n            \
                      g_waitreason: {},\n            \
+                     g_sched: {},\n            \
+                     gobuf_bp: {},\n            \
                      schedt_time_to_run: {},\n            \
                      schedt_goidgen: {},\n            \
                      schedt_ngsys: {},\n            \
@@ -120,6 +122,8 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
             o.g_startpc,
             o.g_atomicstatus,
             o.g_waitreason,
+            opt(o.g_sched),
+            opt(o.gobuf_bp),
             opt(o.schedt_time_to_run),
             opt(o.schedt_goidgen),
             opt(o.schedt_ngsys),

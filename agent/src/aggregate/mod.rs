@@ -4,8 +4,10 @@
 
 pub mod gc;
 pub mod histogram;
+pub mod leaks;
 pub mod process;
 pub mod sched_latency;
+pub mod symbols;
 pub mod view;
 
 use std::{
@@ -26,7 +28,7 @@ use crate::{
     target::{
         GoTarget,
         process::{self as proc, ProcessId, ProcessMemory},
-        walk,
+        stack, walk,
     },
 };
 
@@ -62,6 +64,9 @@ pub struct Settings {
     pub retain_process_for_ns: u64,
     /// Overrides the `service` label of every process.
     pub service: Option<String>,
+    pub leaks: leaks::LeakSettings,
+    /// Leak suspect groups per process on /metrics.
+    pub leak_top: usize,
 }
 
 /// A request from an exporter.
@@ -72,6 +77,10 @@ pub enum Query {
         reply: oneshot::Sender<Vec<view::GoroutineView>>,
     },
     Processes(oneshot::Sender<Vec<view::ProcessView>>),
+    Leaks {
+        pid: Option<u32>,
+        reply: oneshot::Sender<Vec<view::LeakView>>,
+    },
 }
 
 /// A handle for asking the aggregator.
@@ -85,6 +94,10 @@ impl QueryHandle {
 
     pub async fn goroutines(&self, pid: Option<u32>) -> Option<Vec<view::GoroutineView>> {
         self.ask(|reply| Query::Goroutines { pid, reply }).await
+    }
+
+    pub async fn leaks(&self, pid: Option<u32>) -> Option<Vec<view::LeakView>> {
+        self.ask(|reply| Query::Leaks { pid, reply }).await
     }
 
     pub async fn processes(&self) -> Option<Vec<view::ProcessView>> {
@@ -111,6 +124,7 @@ pub struct ProcessState {
     memory: Option<ProcessMemory>,
     pub blocking: ProcessBlocking,
     pub gc: gc::GcStats,
+    pub leaks: leaks::LeakTracker,
     /// How many goroutines the walk of the runtime's list found at attach, or why it could not.
     pub walked: Result<usize, String>,
     /// The last reading of the runtime's own scheduling-latency histogram.
@@ -166,6 +180,46 @@ impl GoroutineReader for MemoryReader<'_> {
 }
 
 impl ProcessState {
+    /// Regroups the goroutines waiting now for the leak analysis.
+    fn analyze_leaks(&mut self, now_ns: u64, settings: &leaks::LeakSettings) {
+        let waiting: Vec<leaks::Waiting> = self
+            .blocking
+            .goroutines
+            .values()
+            .filter_map(|g| match g.state {
+                process::GoroutineState::Waiting { reason, since_ns } => Some(leaks::Waiting {
+                    goid: g.goid,
+                    g: g.g,
+                    reason,
+                    since_ns,
+                    gopc: g.origin.map(|o| o.gopc),
+                }),
+                _ => None,
+            })
+            .collect();
+        let mut tracker = std::mem::take(&mut self.leaks);
+        let sym = symbols::Symbolizer {
+            process: self,
+            target: &self.binary.target,
+        };
+        let created_by = |gopc: u64| sym.call_site(gopc);
+        let blocking_frame = |g: u64| {
+            let mem = self.memory.as_ref()?;
+            let pcs = stack::parked_stack(mem, g, &self.binary.target.offsets);
+            let frames: Vec<_> = pcs.iter().flat_map(|&pc| sym.call_sites(pc)).collect();
+            sym.user_frame(&frames).cloned()
+        };
+        tracker.analyze(
+            now_ns,
+            self.first_seen_ns,
+            waiting,
+            &created_by,
+            &blocking_frame,
+            settings,
+        );
+        self.leaks = tracker;
+    }
+
     /// Reads the runtime's scheduling-latency histogram from the target's memory.
     fn read_sched_latency(&mut self) {
         let (Some(h), Some(bias), Some(mem)) =
@@ -187,7 +241,7 @@ impl ProcessState {
 
 /// All measured state.
 pub struct State {
-    settings: Settings,
+    pub settings: Settings,
     binaries: Binaries,
     pub processes: BTreeMap<u32, ProcessState>,
     pub kernel: KernelCounters,
@@ -258,6 +312,7 @@ impl State {
                 binary,
                 blocking,
                 gc: gc::GcStats::default(),
+                leaks: leaks::LeakTracker::default(),
                 sched_latency: None,
                 first_seen_ns: now,
             }
@@ -413,11 +468,16 @@ impl State {
                 p.memory = None;
                 p.blocking.process_exited(now_ns);
             }
-            // With the lifecycle probes exits are seen; without, they are found in memory.
-            if sweep && !p.binary.probes_lifecycle() {
-                let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
-                p.blocking
-                    .sweep(now_ns, EXIT_CHECK_QUIET_NS, &limits, &reader);
+            if sweep {
+                // With the lifecycle probes exits are seen; without, they are found in memory.
+                if !p.binary.probes_lifecycle() {
+                    let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
+                    p.blocking.find_exited(now_ns, EXIT_CHECK_QUIET_NS, &reader);
+                }
+                p.blocking.retain(now_ns, &limits);
+            }
+            if p.exited_ns.is_none() {
+                p.analyze_leaks(now_ns, &self.settings.leaks);
             }
         }
         if sweep {
@@ -501,6 +561,9 @@ impl Aggregator {
             }
             Query::Goroutines { pid, reply } => {
                 let _ = reply.send(view::goroutines(&self.state, pid, now));
+            }
+            Query::Leaks { pid, reply } => {
+                let _ = reply.send(view::leaks(&self.state, pid, now));
             }
             Query::Processes(reply) => {
                 let _ = reply.send(view::processes(&self.state, now));

@@ -298,15 +298,9 @@ impl ProcessBlocking {
         Some(gr)
     }
 
-    /// Notices goroutines that exited since `quiet_ns` (not parked, no event since), and
-    /// drops exited ones beyond the retention limits.
-    pub fn sweep(
-        &mut self,
-        now_ns: u64,
-        quiet_ns: u64,
-        limits: &Retention,
-        reader: &dyn GoroutineReader,
-    ) {
+    /// Notices, in the target's memory, goroutines that exited (not parked, no event for
+    /// `quiet_ns`): how exits are found without the lifecycle probes.
+    pub fn find_exited(&mut self, now_ns: u64, quiet_ns: u64, reader: &dyn GoroutineReader) {
         for gr in self.goroutines.values_mut() {
             if gr.state == GoroutineState::Running
                 && now_ns.saturating_sub(gr.last_event_ns) >= quiet_ns
@@ -319,6 +313,10 @@ impl ProcessBlocking {
                 self.exited.push_back((now_ns, gr.goid));
             }
         }
+    }
+
+    /// Drops exited goroutines beyond the retention limits.
+    pub fn retain(&mut self, now_ns: u64, limits: &Retention) {
         while let Some(&(at, goid)) = self.exited.front() {
             let too_many = self.exited.len() > limits.max_exited;
             let too_old = now_ns.saturating_sub(at) > limits.exited_for_ns;
@@ -599,7 +597,8 @@ mod tests {
         assert_eq!(p.reasons[&14].histogram.count(), 5);
 
         mem.exited.borrow_mut().extend([1, 2, 3]);
-        p.sweep(100, 50, &LIMITS, &mem);
+        p.find_exited(100, 50, &mem);
+        p.retain(100, &LIMITS);
         // Three exited, two kept.
         assert_eq!(p.goroutines.len(), 2);
         assert!(
@@ -611,7 +610,8 @@ mod tests {
         p.on_block(6, 0x600, 14, 0, 10, &[], &LIMITS, &mem);
         assert!(p.goroutines.contains_key(&6));
         // Old exited goroutines age out.
-        p.sweep(5_000, 50, &LIMITS, &mem);
+        p.find_exited(5_000, 50, &mem);
+        p.retain(5_000, &LIMITS);
         assert_eq!(p.goroutines.keys().copied().collect::<Vec<_>>(), vec![6]);
     }
 }

@@ -3,12 +3,14 @@
 
 use serde::Serialize;
 
+pub use super::symbols::Frame;
 use super::{
-    ProcessState, State,
+    State,
     histogram::DurationHistogram,
     process::{GoroutineBlocking, GoroutineState},
+    symbols::{Symbolizer, is_system_goroutine},
 };
-use crate::{collect::monotonic_ns, target::GoTarget};
+use crate::collect::monotonic_ns;
 
 /// What /metrics shows.
 #[derive(Debug, Clone, Default)]
@@ -39,6 +41,9 @@ pub struct ProcessMetrics {
     pub goroutines_user: u64,
     /// Goroutines created and exited since gort attached, when the lifecycle probes are.
     pub lifecycle: Option<(u64, u64)>,
+    /// Goroutines in leak suspect groups: (reason, created_by, count), the largest groups
+    /// first and the rest added up per reason under created_by "other".
+    pub leak_suspects: Vec<(String, String, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +107,7 @@ pub fn metrics(state: &State) -> MetricsView {
                     .binary
                     .probes_lifecycle()
                     .then_some((p.blocking.created_total, p.blocking.exited_total)),
+                leak_suspects: leak_suspect_series(p, state.settings.leak_top),
             }
         })
         .collect();
@@ -131,14 +137,6 @@ pub fn metrics(state: &State) -> MetricsView {
         lost,
         probe_stats,
     }
-}
-
-/// A source location.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Frame {
-    pub function: String,
-    pub file: String,
-    pub line: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -278,96 +276,99 @@ fn blocking_view(b: &GoroutineBlocking, sym: &Symbolizer) -> BlockingView {
     }
 }
 
-/// Turns runtime addresses of one process into functions and source lines.
-struct Symbolizer<'a> {
-    process: &'a ProcessState,
-    target: &'a GoTarget,
-}
-
-impl Symbolizer<'_> {
-    /// The function containing runtime address `pc`.
-    fn function(&self, pc: u64) -> Option<String> {
-        let addr = self.process.link_address(pc)?;
-        self.target.binary.pclntab().func_at(addr).map(|f| f.name)
+/// Suspect groups as metric series: the `top` largest by (reason, creation site), the rest
+/// added up per reason.
+fn leak_suspect_series(p: &super::ProcessState, top: usize) -> Vec<(String, String, u64)> {
+    let target = &p.binary.target;
+    let mut out: Vec<(String, String, u64)> = Vec::new();
+    let mut other: std::collections::BTreeMap<String, u64> = Default::default();
+    for (i, (key, group)) in p.leaks.suspects().into_iter().enumerate() {
+        let reason = target.wait_reason_name(key.reason).0.to_string();
+        if i < top {
+            let site = key
+                .created_by
+                .as_ref()
+                .map_or_else(|| "unknown".to_string(), Frame::short);
+            match out.iter_mut().find(|(r, s, _)| *r == reason && *s == site) {
+                Some(series) => series.2 += group.size,
+                None => out.push((reason, site, group.size)),
+            }
+        } else {
+            *other.entry(reason).or_default() += group.size;
+        }
     }
-
-    /// The calls at return address (or `go` statement PC) `pc`, innermost first: the
-    /// functions inlined there, then the one holding the code. The instruction before `pc` is
-    /// the call, as the runtime's own tracebacks look it up (runtime/traceback.go).
-    fn call_sites(&self, pc: u64) -> Vec<Frame> {
-        let Some(addr) = self.process.link_address(pc) else {
-            return Vec::new();
-        };
-        let pclntab = self.target.binary.pclntab();
-        let Some(f) = pclntab.func_at(addr) else {
-            return Vec::new();
-        };
-        let at = if addr > f.entry { addr - 1 } else { addr };
-        pclntab
-            .frames_at(at)
+    out.extend(
+        other
             .into_iter()
-            .map(|s| Frame {
-                function: s.function,
-                file: s.file,
-                line: s.line,
-            })
-            .collect()
-    }
-
-    /// The innermost call at `pc`.
-    fn call_site(&self, pc: u64) -> Option<Frame> {
-        self.call_sites(pc).into_iter().next()
-    }
-
-    /// The frame a developer would look at: the first outside the Go runtime and standard
-    /// library (the main module or a dependency), else the first outside the runtime.
-    fn user_frame<'f>(&self, stack: &'f [Frame]) -> Option<&'f Frame> {
-        let info = self.target.binary.build_info();
-        let is_module_code = |f: &Frame| {
-            let pkg = package_of(&f.function);
-            pkg == "main"
-                || info
-                    .main_module
-                    .as_ref()
-                    .is_some_and(|m| under_module(pkg, &m.path))
-                || info.deps.iter().any(|d| under_module(pkg, &d.path))
-        };
-        stack.iter().find(|f| is_module_code(f)).or_else(|| {
-            stack.iter().find(|f| {
-                let pkg = package_of(&f.function);
-                pkg != "runtime" && !pkg.starts_with("internal/") && !pkg.starts_with("runtime/")
-            })
-        })
-    }
+            .map(|(reason, n)| (reason, "other".to_string(), n)),
+    );
+    out
 }
 
-/// Whether a goroutine that started in `start_function` is one of the runtime's own, as
-/// runtime/traceback.go `isSystemGoroutine` decides: it started in package runtime, but not
-/// in `runtime.main` (nor the runtime's entry points into user code). The finalizer and
-/// cleanup goroutines count as the runtime's, as the runtime counts them between calls.
-pub fn is_system_goroutine(start_function: &str) -> bool {
-    start_function.starts_with("runtime.")
-        && !matches!(
-            start_function,
-            "runtime.main" | "runtime.corostart" | "runtime.handleAsyncEvent"
-        )
+/// A leak suspect group, for `/api/v1/leaks`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeakView {
+    pub pid: u32,
+    pub service: String,
+    /// Where the members were created.
+    pub created_by: Option<Frame>,
+    pub reason: String,
+    /// Where the members block (first frame outside the runtime and standard library).
+    pub blocking_frame: Option<Frame>,
+    /// Members now.
+    pub goroutines: u64,
+    /// Members parked longer than `--leak-after`.
+    pub parked_longer_than_leak_after: u64,
+    /// Growth over the window, goroutines per second.
+    pub growth_per_second: f64,
+    /// How long the oldest member has been parked (at least, when `parked_before_attach`).
+    pub oldest_park_age_ns: u64,
+    /// Some members were parked before gort attached: their park's start is unknown.
+    pub parked_before_attach: bool,
+    pub example_goids: Vec<u64>,
+    /// (wall clock, members) over the window.
+    pub history: Vec<(u64, u64)>,
 }
 
-fn under_module(pkg: &str, module: &str) -> bool {
-    pkg == module
-        || pkg
-            .strip_prefix(module)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// The import path of a Go function's package: `net/http.(*conn).serve` → `net/http`,
-/// `github.com/a/b.F` → `github.com/a/b`.
-fn package_of(function: &str) -> &str {
-    let last_slash = function.rfind('/').map_or(0, |i| i + 1);
-    match function[last_slash..].find('.') {
-        Some(dot) => &function[..last_slash + dot],
-        None => function,
+pub fn leaks(state: &State, pid: Option<u32>, now_ns: u64) -> Vec<LeakView> {
+    let clock = WallClock::now();
+    let mut out = Vec::new();
+    for p in state
+        .processes
+        .values()
+        .filter(|p| pid.is_none_or(|want| want == p.pid))
+    {
+        for (key, g) in p.leaks.suspects() {
+            let oldest = if g.parked_before_attach {
+                Some(p.first_seen_ns)
+            } else {
+                g.oldest_park_ns
+            };
+            let oldest = match (oldest, g.oldest_park_ns) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            out.push(LeakView {
+                pid: p.pid,
+                service: p.service.clone(),
+                created_by: key.created_by.clone(),
+                reason: p.binary.target.wait_reason_name(key.reason).0.to_string(),
+                blocking_frame: key.blocking.clone(),
+                goroutines: g.size,
+                parked_longer_than_leak_after: g.old_members,
+                growth_per_second: g.growth_per_second(),
+                oldest_park_age_ns: oldest.map_or(0, |o| now_ns.saturating_sub(o)),
+                parked_before_attach: g.parked_before_attach,
+                example_goids: g.examples.clone(),
+                history: g
+                    .history
+                    .iter()
+                    .map(|&(t, n)| (clock.unix_ns(t), n))
+                    .collect(),
+            });
+        }
     }
+    out
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -448,35 +449,4 @@ pub fn processes(state: &State, _now_ns: u64) -> Vec<ProcessView> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn system_goroutines_as_the_runtime_says() {
-        assert!(is_system_goroutine("runtime.gcBgMarkWorker"));
-        assert!(is_system_goroutine(
-            "runtime.unique_runtime_registerUniqueMapCleanup.gowrap1"
-        ));
-        assert!(!is_system_goroutine("runtime.main"));
-        assert!(!is_system_goroutine("main.main.func1"));
-        assert!(!is_system_goroutine("net/http.(*conn).serve"));
-    }
-
-    #[test]
-    fn packages_of_functions() {
-        assert_eq!(package_of("main.worker"), "main");
-        assert_eq!(package_of("main.(*server).handle.func1"), "main");
-        assert_eq!(package_of("net/http.(*conn).serve"), "net/http");
-        assert_eq!(
-            package_of("github.com/acme/app/internal/db.(*Pool).Get"),
-            "github.com/acme/app/internal/db"
-        );
-        assert_eq!(package_of("runtime.gopark"), "runtime");
-        assert!(under_module(
-            "github.com/acme/app/db",
-            "github.com/acme/app"
-        ));
-        assert!(!under_module(
-            "github.com/acme/application",
-            "github.com/acme/app"
-        ));
-    }
 }

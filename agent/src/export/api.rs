@@ -3,6 +3,7 @@
 //! - `GET /metrics`: OpenMetrics text.
 //! - `GET /api/v1/goroutines[?pid=N]`: one entry per goroutine seen.
 //! - `GET /api/v1/processes`: the processes gort watches or watched.
+//! - `GET /api/v1/leaks[?pid=N]`: goroutine leak suspect groups.
 //! - `GET /healthz`.
 
 use axum::{
@@ -22,6 +23,7 @@ pub fn router(handle: QueryHandle) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/goroutines", get(goroutines))
         .route("/api/v1/processes", get(processes))
+        .route("/api/v1/leaks", get(leaks))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(handle)
 }
@@ -48,6 +50,13 @@ struct PidFilter {
 
 async fn goroutines(State(h): State<QueryHandle>, Query(f): Query<PidFilter>) -> Response {
     match h.goroutines(f.pid).await {
+        Some(list) => Json(list).into_response(),
+        None => unavailable(),
+    }
+}
+
+async fn leaks(State(h): State<QueryHandle>, Query(f): Query<PidFilter>) -> Response {
+    match h.leaks(f.pid).await {
         Some(list) => Json(list).into_response(),
         None => unavailable(),
     }

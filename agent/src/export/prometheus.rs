@@ -220,6 +220,26 @@ impl Collector for ViewCollector {
         }
 
         let mut family = encoder.encode_descriptor(
+            "gort_goroutine_leak_suspects",
+            "Goroutines in leak suspect groups (created at the same place, blocked at the same \
+             place, parked longer than --leak-after, and growing): the largest groups by \
+             creation site, the rest added up in created_by=\"other\".",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in view.processes.iter().filter(|p| !p.exited) {
+            for (reason, site, n) in &p.leak_suspects {
+                let labels: Labels = vec![
+                    ("pid", p.pid.to_string()),
+                    ("service", p.service.clone()),
+                    ("reason", reason.clone()),
+                    ("created_by", site.clone()),
+                ];
+                ConstGauge::new(*n as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
             "gort_target_up",
             "1 while gort watches the process, 0 once it has exited (its series stay for the \
              retention period).",
@@ -288,6 +308,7 @@ mod tests {
                 goroutines_system: 4,
                 goroutines_user: 10,
                 lifecycle: Some((12, 2)),
+                leak_suspects: vec![("chan receive".into(), "main.leak main.go:42".into(), 300)],
             }],
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],
@@ -306,6 +327,7 @@ mod tests {
             "gort_target_up{pid=\"42\",service=\"checkout\"} 1".to_string(),
             "gort_goroutines{pid=\"42\",service=\"checkout\",kind=\"user\"} 10".to_string(),
             "gort_goroutines_created_total{pid=\"42\",service=\"checkout\"} 12".to_string(),
+            "gort_goroutine_leak_suspects{pid=\"42\",service=\"checkout\",reason=\"chan receive\",created_by=\"main.leak main.go:42\"} 300".to_string(),
             "# EOF".to_string(),
         ] {
             assert!(

@@ -6,6 +6,7 @@
 //! reason why not.
 
 pub mod process;
+pub mod stack;
 pub mod walk;
 
 use std::{path::Path, sync::Arc};

@@ -1,0 +1,3 @@
+module gort.test/leaky
+
+go 1.21
