@@ -446,7 +446,3 @@ pub fn processes(state: &State, _now_ns: u64) -> Vec<ProcessView> {
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
