@@ -187,6 +187,10 @@ impl Elf {
     }
 
     /// A symbol of `.symtab`.
+    pub fn symbols(&self) -> impl Iterator<Item = &Symbol> + '_ {
+        self.symbols.values()
+    }
+
     pub fn symbol(&self, name: &str) -> Option<&Symbol> {
         self.symbols.get(name)
     }

@@ -99,6 +99,8 @@ pub struct GoBinary {
     elf: Elf,
     build_info: BuildInfo,
     pclntab: Pclntab,
+    /// The address of `runtime.firstmoduledata`, when found.
+    moduledata: Option<u64>,
 }
 
 impl GoBinary {
@@ -123,13 +125,14 @@ impl GoBinary {
         };
         let data = Arc::new(data);
         let build_info = read_build_info(&elf, &data, &path)?;
-        let pclntab = read_pclntab(&elf, &data, &path, build_info.go_version)?;
+        let (pclntab, moduledata) = read_pclntab(&elf, &data, &path, build_info.go_version)?;
         Ok(GoBinary {
             path,
             data,
             elf,
             build_info,
             pclntab,
+            moduledata,
         })
     }
 
@@ -228,6 +231,53 @@ impl GoBinary {
             allglen: allglen?,
             allgptr: allgptr?,
             source: Source::Code,
+        })
+    }
+
+    /// The name of the Go type whose `internal/abi.Type` is at `type_vaddr` (link-time), as
+    /// the runtime spells it (runtime/type.go `rtype.string`): its `Str` name offset into
+    /// `moduledata.types`, the name's varint length and bytes, less the leading `*` when
+    /// `TFlagExtraStar` says so.
+    pub fn type_name(&self, type_vaddr: u64) -> Option<String> {
+        const TFLAG_EXTRA_STAR: u8 = 1 << 1;
+        let o = self.runtime_offsets().ok()?;
+        let types = self.read_pointer(
+            self.moduledata?
+                .checked_add(u64::from(o.moduledata_types?))?,
+        )?;
+        let str_off = i32::from_le_bytes(
+            self.read_bytes(type_vaddr.checked_add(u64::from(o.type_str?))?, 4)?
+                .try_into()
+                .ok()?,
+        );
+        let tflag = *self
+            .read_bytes(type_vaddr.checked_add(u64::from(o.type_tflag?))?, 1)?
+            .first()?;
+        let name = types.checked_add_signed(i64::from(str_off))?;
+        // Byte 0 holds flags, then a varint length, then the bytes (internal/abi Name).
+        let head = self.read_bytes(name, 11)?;
+        let (mut len, mut shift, mut i) = (0usize, 0u32, 1usize);
+        loop {
+            let b = *head.get(i)?;
+            len |= usize::from(b & 0x7f) << shift;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 28 {
+                return None;
+            }
+        }
+        if len > 4096 {
+            return None;
+        }
+        let bytes = self.read_bytes(name.checked_add(i as u64)?, len)?;
+        let s = String::from_utf8_lossy(bytes);
+        Some(if tflag & TFLAG_EXTRA_STAR != 0 {
+            s.get(1..)?.to_string()
+        } else {
+            s.into_owned()
         })
     }
 
@@ -354,6 +404,11 @@ impl GoBinary {
     }
 
     /// A symbol of `.symtab`; None in stripped binaries.
+    /// Every symbol of `.symtab` (none when stripped), in no order.
+    pub fn symbols(&self) -> impl Iterator<Item = &Symbol> + '_ {
+        self.elf.symbols()
+    }
+
     pub fn symbol(&self, name: &str) -> Option<Symbol> {
         self.elf.symbol(name).cloned()
     }
@@ -590,7 +645,7 @@ fn read_pclntab(
     data: &Arc<Vec<u8>>,
     path: &Path,
     version: GoVersion,
-) -> Result<Pclntab, Error> {
+) -> Result<(Pclntab, Option<u64>), Error> {
     let by_section = [".gopclntab", ".data.rel.ro.gopclntab"]
         .iter()
         .filter_map(|name| elf.section(name))
@@ -630,7 +685,7 @@ fn read_pclntab(
         if let Some(at) = gofunc(elf, data, moduledata, version).and_then(|v| elf.file_offset(v)) {
             pclntab.set_gofunc(usize::try_from(at).unwrap_or(usize::MAX));
         }
-        return Ok(pclntab);
+        return Ok((pclntab, moduledata.map(|m| m.addr)));
     }
     Err(match last_error {
         Some(reason) => Error::Pclntab {

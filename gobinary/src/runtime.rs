@@ -74,6 +74,13 @@ pub struct RuntimeOffsets {
     /// `runtime.timeHistogram.underflow`: the end of its `counts` array, so the number of
     /// buckets is this over 8 (checked against [`TimeHistogramLayout`]).
     pub time_histogram_underflow: Option<u32>,
+    /// `runtime.moduledata.types` and `internal/abi.Type`'s `Str` and `TFlag`: how a type's
+    /// name is found (runtime/type.go `resolveNameOff`), to name a panic's value.
+    pub moduledata_types: Option<u32>,
+    /// `internal/abi.Type.Str` (NameOff).
+    pub type_str: Option<u32>,
+    /// `internal/abi.Type.TFlag`.
+    pub type_tflag: Option<u32>,
     /// `runtime.moduledata.gofunc` (uintptr): the base of funcdata offsets (`go:func.*`),
     /// where the inline trees are.
     pub moduledata_gofunc: u32,
@@ -101,6 +108,9 @@ const MEMBERS: &[(&str, &str)] = &[
     ("runtime.schedt", "goidgen"),
     ("runtime.schedt", "ngsys"),
     ("runtime.moduledata", "gofunc"),
+    ("runtime.moduledata", "types"),
+    ("internal/abi.Type", "Str"),
+    ("internal/abi.Type", "TFlag"),
     ("runtime.timeHistogram", "underflow"),
 ];
 
@@ -169,6 +179,9 @@ pub(crate) fn offsets_from_dwarf(data: &[u8]) -> Result<RuntimeOffsets, DwarfErr
         gobuf_bp: get("runtime.gobuf", "bp"),
         schedt_time_to_run: get("runtime.schedt", "timeToRun"),
         moduledata_gofunc: need("runtime.moduledata", "gofunc")?,
+        moduledata_types: get("runtime.moduledata", "types"),
+        type_str: get("internal/abi.Type", "Str"),
+        type_tflag: get("internal/abi.Type", "TFlag"),
         time_histogram_underflow: get("runtime.timeHistogram", "underflow"),
         schedt_goidgen: get("runtime.schedt", "goidgen"),
         schedt_ngsys: get("runtime.schedt", "ngsys"),

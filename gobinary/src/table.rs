@@ -111,6 +111,9 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
                      schedt_ngsys: {},\n            \
                      time_histogram_underflow: {},\n            \
                      moduledata_gofunc: {},\n            \
+                     moduledata_types: {},\n            \
+                     type_str: {},\n            \
+                     type_tflag: {},\n            \
                      source: Source::Table,\n        \
                  }},\n        \
                  wait_reasons: &[\n",
@@ -129,6 +132,9 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
             opt(o.schedt_ngsys),
             opt(o.time_histogram_underflow),
             o.moduledata_gofunc,
+            opt(o.moduledata_types),
+            opt(o.type_str),
+            opt(o.type_tflag),
         );
         for (i, name) in e.wait_reasons.iter().enumerate() {
             // Debug formatting of a str is a valid Rust string literal.

@@ -22,6 +22,9 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             schedt_ngsys: Some(72),
             time_histogram_underflow: Some(1280),
             moduledata_gofunc: 320,
+            moduledata_types: Some(296),
+            type_str: Some(40),
+            type_tflag: Some(20),
             source: Source::Table,
         },
         wait_reasons: &[
@@ -93,6 +96,9 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             schedt_ngsys: Some(72),
             time_histogram_underflow: Some(1280),
             moduledata_gofunc: 320,
+            moduledata_types: Some(296),
+            type_str: Some(40),
+            type_tflag: Some(20),
             source: Source::Table,
         },
         wait_reasons: &[
@@ -169,6 +175,9 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             schedt_ngsys: Some(72),
             time_histogram_underflow: Some(1280),
             moduledata_gofunc: 320,
+            moduledata_types: Some(296),
+            type_str: Some(40),
+            type_tflag: Some(20),
             source: Source::Table,
         },
         wait_reasons: &[
@@ -246,6 +255,9 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             schedt_ngsys: Some(72),
             time_histogram_underflow: Some(1280),
             moduledata_gofunc: 320,
+            moduledata_types: Some(296),
+            type_str: Some(40),
+            type_tflag: Some(20),
             source: Source::Table,
         },
         wait_reasons: &[
@@ -329,6 +341,9 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             schedt_ngsys: Some(80),
             time_histogram_underflow: Some(1280),
             moduledata_gofunc: 320,
+            moduledata_types: Some(296),
+            type_str: Some(40),
+            type_tflag: Some(20),
             source: Source::Table,
         },
         wait_reasons: &[
@@ -415,6 +430,9 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             schedt_ngsys: Some(96),
             time_histogram_underflow: Some(1280),
             moduledata_gofunc: 320,
+            moduledata_types: Some(296),
+            type_str: Some(40),
+            type_tflag: Some(20),
             source: Source::Table,
         },
         wait_reasons: &[
@@ -501,6 +519,9 @@ pub(crate) const ENTRIES: &[StaticEntry] = &[
             schedt_ngsys: Some(96),
             time_histogram_underflow: Some(1280),
             moduledata_gofunc: 344,
+            moduledata_types: Some(296),
+            type_str: Some(40),
+            type_tflag: Some(20),
             source: Source::Table,
         },
         wait_reasons: &[

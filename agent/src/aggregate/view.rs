@@ -445,4 +445,3 @@ pub fn processes(state: &State, _now_ns: u64) -> Vec<ProcessView> {
         })
         .collect()
 }
-

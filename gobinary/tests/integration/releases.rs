@@ -279,6 +279,31 @@ fn check_release(minor: &str) {
             );
         }
 
+        // Type names: an itab `go:itab.T,I` holds T's type in its second word
+        // (internal/abi.ITab).
+        if !stripped {
+            let mut checked = 0;
+            for sym in bin.symbols().filter(|s| s.name.starts_with("go:itab.")) {
+                let concrete = sym.name["go:itab.".len()..].rsplit_once(',').unwrap().0;
+                if concrete.contains(['[', ' ', '(']) {
+                    continue;
+                }
+                // The runtime names a type by its package's name, not its import path.
+                let star = if concrete.starts_with('*') { "*" } else { "" };
+                let want = format!(
+                    "{star}{}",
+                    concrete.rsplit('/').next().unwrap().trim_start_matches('*')
+                );
+                let ty = bin.read_pointer(sym.addr + 8).unwrap();
+                assert_eq!(bin.type_name(ty), Some(want), "{ctx}: {}", sym.name);
+                checked += 1;
+            }
+            // Go 1.27 keeps its itabs without symbols (moduledata.itaboffset); its type names
+            // are checked by the end-to-end panic tests.
+            let min = if go_version.minor >= 27 { 0 } else { 5 };
+            assert!(checked >= min, "{ctx}: only {checked} itabs");
+        }
+
         // runtime.sched: by its symbol, or found in runtime.newproc1; checked like the list.
         let (sched, source) = bin.sched_variable().unwrap();
         assert_eq!(
