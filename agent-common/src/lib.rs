@@ -7,6 +7,7 @@
 
 pub mod gc;
 pub mod lifecycle;
+pub mod panics;
 pub mod sched;
 
 /// Number of distinct target binaries one loaded probe set can serve. The uprobe attach

@@ -100,6 +100,11 @@ pub struct RunOptions {
     #[arg(long, default_value_t = 10)]
     pub leak_top: usize,
 
+    /// Write records of events (panics, fatal errors) as NDJSON to this file, or `-` for
+    /// standard output.
+    #[arg(long)]
+    pub events: Option<crate::export::events::EventsOutput>,
+
     /// How long an exited process's series stay on /metrics and in the API.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub retain_exited_process_for: Duration,

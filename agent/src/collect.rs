@@ -20,6 +20,7 @@ use crate::probes::{
     KernelMaps,
     gc::{self, GcProbeEvent},
     lifecycle::{self, LifecycleEvent},
+    panics::{self, PanicProbeEvent},
     sched::{self, SchedEvent},
 };
 
@@ -29,6 +30,7 @@ pub enum Event {
     Sched(SchedEvent),
     Gc(GcProbeEvent),
     Lifecycle(LifecycleEvent),
+    Panic(PanicProbeEvent),
     /// Totals of the kernel's per-CPU counters.
     Kernel(KernelCounters),
     /// The goroutines parked right now (the in-flight map), read at `taken_ns`.
@@ -60,10 +62,23 @@ pub struct ParkedSnapshot {
 
 pub type Batch = Vec<Event>;
 
-/// Events the agent itself could not pass on (the aggregator fell behind).
+/// Events the agent itself could not pass on.
 #[derive(Debug, Default)]
 pub struct AgentDrops {
+    /// The aggregator fell behind.
     pub channel_full: AtomicU64,
+    /// `--events` lines that could not be written.
+    events: std::sync::OnceLock<Arc<AtomicU64>>,
+}
+
+impl AgentDrops {
+    pub fn set_events_dropped(&self, counter: Arc<AtomicU64>) {
+        let _ = self.events.set(counter);
+    }
+
+    pub fn events_dropped(&self) -> u64 {
+        self.events.get().map_or(0, |c| c.load(Ordering::Relaxed))
+    }
 }
 
 pub struct Collector {
@@ -122,9 +137,7 @@ impl Collector {
                 Err(mpsc::error::TrySendError::Full(batch)) => {
                     let lost = batch
                         .iter()
-                        .filter(|e| {
-                            matches!(e, Event::Sched(_) | Event::Gc(_) | Event::Lifecycle(_))
-                        })
+                        .filter(|e| !matches!(e, Event::Kernel(_) | Event::Parked(_)))
                         .count();
                     self.drops
                         .channel_full
@@ -146,6 +159,11 @@ impl Collector {
         while let Some(record) = self.maps.gc_events.next() {
             if let Some(e) = gc::decode(&record) {
                 batch.push(Event::Gc(e));
+            }
+        }
+        while let Some(record) = self.maps.panic_events.next() {
+            if let Some(e) = panics::decode(&record) {
+                batch.push(Event::Panic(e));
             }
         }
         // After the parks: a goroutine's last resume comes before its exit.

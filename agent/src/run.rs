@@ -17,7 +17,7 @@ use crate::{
     },
     cli::RunOptions,
     collect::{AgentDrops, Collector},
-    export::api,
+    export::{api, events},
     probes::{ProbeSettings, Probes, Scope},
     target::{
         GoTarget,
@@ -130,6 +130,13 @@ pub async fn run(o: RunOptions) -> Result<()> {
     for &pid in &pids {
         let p = state.add_process(pid, binary.clone());
         log::info!("watching process {pid} (service {})", p.service);
+    }
+
+    if let Some(output) = &o.events {
+        let (sender, dropped) =
+            events::start(output).with_context(|| format!("cannot open --events {output:?}"))?;
+        state.events = Some(sender);
+        agent_drops.set_events_dropped(dropped);
     }
 
     let (tx, rx) = mpsc::channel(1024);

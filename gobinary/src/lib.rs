@@ -403,12 +403,12 @@ impl GoBinary {
         self.elf.file_offset(vaddr)
     }
 
-    /// A symbol of `.symtab`; None in stripped binaries.
     /// Every symbol of `.symtab` (none when stripped), in no order.
     pub fn symbols(&self) -> impl Iterator<Item = &Symbol> + '_ {
         self.elf.symbols()
     }
 
+    /// A symbol of `.symtab`; None in stripped binaries.
     pub fn symbol(&self, name: &str) -> Option<Symbol> {
         self.elf.symbol(name).cloned()
     }

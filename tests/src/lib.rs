@@ -164,6 +164,19 @@ impl GoProgram {
         Ok(())
     }
 
+    /// Writes a line to the program's stdin.
+    pub fn send(&mut self, line: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin already closed")?;
+        stdin.write_all(line.as_bytes())?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// Waits for the program to exit on its own.
+    pub fn wait(&mut self) -> Result<std::process::ExitStatus> {
+        Ok(self.child.wait()?)
+    }
+
     /// Reads the next JSON line of the program's stdout.
     pub fn read_json(&mut self) -> Result<Value> {
         let mut line = String::new();

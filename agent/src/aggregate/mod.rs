@@ -5,6 +5,7 @@
 pub mod gc;
 pub mod histogram;
 pub mod leaks;
+pub mod panics;
 pub mod process;
 pub mod sched_latency;
 pub mod symbols;
@@ -24,7 +25,13 @@ use self::{
 };
 use crate::{
     collect::{AgentDrops, Batch, Event, KernelCounters, monotonic_ns},
-    probes::{gc::GcProbeEvent, lifecycle::LifecycleEvent, sched::SchedEvent},
+    export::events::EventsSender,
+    probes::{
+        gc::GcProbeEvent,
+        lifecycle::LifecycleEvent,
+        panics::{PanicEventKind, PanicProbeEvent},
+        sched::SchedEvent,
+    },
     target::{
         GoTarget,
         process::{self as proc, ProcessId, ProcessMemory},
@@ -81,6 +88,10 @@ pub enum Query {
         pid: Option<u32>,
         reply: oneshot::Sender<Vec<view::LeakView>>,
     },
+    Panics {
+        pid: Option<u32>,
+        reply: oneshot::Sender<Vec<view::PanicView>>,
+    },
 }
 
 /// A handle for asking the aggregator.
@@ -98,6 +109,10 @@ impl QueryHandle {
 
     pub async fn leaks(&self, pid: Option<u32>) -> Option<Vec<view::LeakView>> {
         self.ask(|reply| Query::Leaks { pid, reply }).await
+    }
+
+    pub async fn panics(&self, pid: Option<u32>) -> Option<Vec<view::PanicView>> {
+        self.ask(|reply| Query::Panics { pid, reply }).await
     }
 
     pub async fn processes(&self) -> Option<Vec<view::ProcessView>> {
@@ -124,6 +139,7 @@ pub struct ProcessState {
     memory: Option<ProcessMemory>,
     pub blocking: ProcessBlocking,
     pub gc: gc::GcStats,
+    pub panics: panics::Panics,
     pub leaks: leaks::LeakTracker,
     /// How many goroutines the walk of the runtime's list found at attach, or why it could not.
     pub walked: Result<usize, String>,
@@ -180,6 +196,48 @@ impl GoroutineReader for MemoryReader<'_> {
 }
 
 impl ProcessState {
+    /// A panic or fatal error as a record: its message decoded, its stack symbolized.
+    fn panic_record(&self, e: &PanicProbeEvent) -> panics::PanicRecord {
+        let target = &self.binary.target;
+        let sym = symbols::Symbolizer {
+            process: self,
+            target,
+        };
+        let stack: Vec<symbols::Frame> =
+            e.frames.iter().flat_map(|&pc| sym.call_sites(pc)).collect();
+        let site = sym.user_frame(&stack).cloned();
+        let fatal_error = e.kind == PanicEventKind::FatalError;
+        let (value_type, (message, message_exact)) = if fatal_error {
+            (
+                None,
+                (String::from_utf8_lossy(&e.message).into_owned(), true),
+            )
+        } else {
+            let ty = self
+                .link_address(e.value_type)
+                .and_then(|t| target.binary.type_name(t));
+            let decoded = panics::panic_message(ty.as_deref(), e.value_words, &e.message);
+            (ty, decoded)
+        };
+        panics::PanicRecord {
+            goid: e.goid,
+            at_ns: e.ns,
+            at_unix_ns: view::WallClock::now().unix_ns(e.ns),
+            kind: if fatal_error { "fatal error" } else { "panic" },
+            value_type,
+            message,
+            message_exact,
+            site,
+            stack,
+            outcome: if fatal_error {
+                panics::Outcome::Fatal
+            } else {
+                panics::Outcome::Unwinding
+            },
+            value: (e.value_type, e.value_data),
+        }
+    }
+
     /// Regroups the goroutines waiting now for the leak analysis.
     fn analyze_leaks(&mut self, now_ns: u64, settings: &leaks::LeakSettings) {
         let waiting: Vec<leaks::Waiting> = self
@@ -248,6 +306,8 @@ pub struct State {
     agent_drops: Arc<AgentDrops>,
     /// Events whose binary slot was unknown (should stay 0).
     pub unknown_binary_events: u64,
+    /// Where `--events` records go.
+    pub events: Option<EventsSender>,
     last_sweep_ns: u64,
 }
 
@@ -264,6 +324,7 @@ impl State {
             kernel: KernelCounters::default(),
             agent_drops,
             unknown_binary_events: 0,
+            events: None,
             last_sweep_ns: 0,
         }
     }
@@ -312,6 +373,7 @@ impl State {
                 binary,
                 blocking,
                 gc: gc::GcStats::default(),
+                panics: panics::Panics::default(),
                 leaks: leaks::LeakTracker::default(),
                 sched_latency: None,
                 first_seen_ns: now,
@@ -325,6 +387,7 @@ impl State {
                 Event::Sched(e) => self.apply_sched(e),
                 Event::Gc(e) => self.apply_gc(e),
                 Event::Lifecycle(e) => self.apply_lifecycle(e),
+                Event::Panic(e) => self.apply_panic(e),
                 Event::Kernel(k) => self.kernel = k,
                 Event::Parked(snapshot) => {
                     let mut by_pid: BTreeMap<u32, Vec<(u64, u64, u8, u64)>> = BTreeMap::new();
@@ -346,6 +409,29 @@ impl State {
                     }
                 }
             }
+        }
+    }
+
+    fn apply_panic(&mut self, e: PanicProbeEvent) {
+        let events = self.events.clone();
+        let Some(p) = self.process_for(e.binary as u32, e.pid) else {
+            return;
+        };
+        let resolved = match e.kind {
+            PanicEventKind::Panic | PanicEventKind::FatalError => {
+                let record = p.panic_record(&e);
+                let fatal = record.outcome == panics::Outcome::Fatal;
+                p.panics.on_panic(record);
+                fatal.then(|| p.panics.records.back().cloned()).flatten()
+            }
+            PanicEventKind::Recovered => p
+                .panics
+                .on_recovered(e.goid, (e.value_type, e.value_data), e.ns)
+                .cloned(),
+            PanicEventKind::FatalPanic => p.panics.resolve(e.goid, panics::Outcome::Fatal).cloned(),
+        };
+        if let (Some(record), Some(events)) = (resolved, events) {
+            events.send_panic(p.pid, &p.service, &record);
         }
     }
 
@@ -564,6 +650,9 @@ impl Aggregator {
             }
             Query::Leaks { pid, reply } => {
                 let _ = reply.send(view::leaks(&self.state, pid, now));
+            }
+            Query::Panics { pid, reply } => {
+                let _ = reply.send(view::panics(&self.state, pid));
             }
             Query::Processes(reply) => {
                 let _ = reply.send(view::processes(&self.state, now));

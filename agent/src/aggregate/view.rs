@@ -44,6 +44,8 @@ pub struct ProcessMetrics {
     /// Goroutines in leak suspect groups: (reason, created_by, count), the largest groups
     /// first and the rest added up per reason under created_by "other".
     pub leak_suspects: Vec<(String, String, u64)>,
+    /// Resolved panics and fatal errors by (recovered, site), when the panic probes are.
+    pub panics: Option<Vec<(bool, String, u64)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +110,13 @@ pub fn metrics(state: &State) -> MetricsView {
                     .probes_lifecycle()
                     .then_some((p.blocking.created_total, p.blocking.exited_total)),
                 leak_suspects: leak_suspect_series(p, state.settings.leak_top),
+                panics: p.binary.probes("panics").then(|| {
+                    p.panics
+                        .counts
+                        .iter()
+                        .map(|((recovered, site), &n)| (*recovered, site.clone(), n))
+                        .collect()
+                }),
             }
         })
         .collect();
@@ -124,6 +133,7 @@ pub fn metrics(state: &State) -> MetricsView {
             .channel_full
             .load(std::sync::atomic::Ordering::Relaxed),
     ));
+    lost.push(("events_output", state.agent_drops().events_dropped()));
     let probe_stats = vec![
         ("parks", k.stats[Stat::Parks as usize]),
         ("resumes", k.stats[Stat::Resumes as usize]),
@@ -302,6 +312,33 @@ fn leak_suspect_series(p: &super::ProcessState, top: usize) -> Vec<(String, Stri
             .into_iter()
             .map(|(reason, n)| (reason, "other".to_string(), n)),
     );
+    out
+}
+
+/// A panic or fatal error, for `/api/v1/panics`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PanicView {
+    pub pid: u32,
+    pub service: String,
+    #[serde(flatten)]
+    pub record: super::panics::PanicRecord,
+}
+
+/// Panics, newest first.
+pub fn panics(state: &State, pid: Option<u32>) -> Vec<PanicView> {
+    let mut out: Vec<PanicView> = state
+        .processes
+        .values()
+        .filter(|p| pid.is_none_or(|want| want == p.pid))
+        .flat_map(|p| {
+            p.panics.records.iter().map(|r| PanicView {
+                pid: p.pid,
+                service: p.service.clone(),
+                record: r.clone(),
+            })
+        })
+        .collect();
+    out.sort_by_key(|v| std::cmp::Reverse(v.record.at_ns));
     out
 }
 

@@ -4,6 +4,7 @@
 //! - `GET /api/v1/goroutines[?pid=N]`: one entry per goroutine seen.
 //! - `GET /api/v1/processes`: the processes gort watches or watched.
 //! - `GET /api/v1/leaks[?pid=N]`: goroutine leak suspect groups.
+//! - `GET /api/v1/panics[?pid=N]`: panics and fatal errors, newest first.
 //! - `GET /healthz`.
 
 use axum::{
@@ -24,6 +25,7 @@ pub fn router(handle: QueryHandle) -> Router {
         .route("/api/v1/goroutines", get(goroutines))
         .route("/api/v1/processes", get(processes))
         .route("/api/v1/leaks", get(leaks))
+        .route("/api/v1/panics", get(panics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(handle)
 }
@@ -57,6 +59,13 @@ async fn goroutines(State(h): State<QueryHandle>, Query(f): Query<PidFilter>) ->
 
 async fn leaks(State(h): State<QueryHandle>, Query(f): Query<PidFilter>) -> Response {
     match h.leaks(f.pid).await {
+        Some(list) => Json(list).into_response(),
+        None => unavailable(),
+    }
+}
+
+async fn panics(State(h): State<QueryHandle>, Query(f): Query<PidFilter>) -> Response {
+    match h.panics(f.pid).await {
         Some(list) => Json(list).into_response(),
         None => unavailable(),
     }

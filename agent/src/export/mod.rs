@@ -1,4 +1,5 @@
 //! Exporters: they read snapshots from the aggregator and never touch BPF maps.
 
 pub mod api;
+pub mod events;
 pub mod prometheus;

@@ -240,6 +240,26 @@ impl Collector for ViewCollector {
         }
 
         let mut family = encoder.encode_descriptor(
+            "gort_panics",
+            "Panics once recovered (recovered=\"true\") or fatal, and fatal errors \
+             (recovered=\"false\"), by site: the first frame outside the runtime and standard \
+             library (at most 20 per process, the rest as \"other\").",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &view.processes {
+            for (recovered, site, n) in p.panics.iter().flatten() {
+                let labels: Labels = vec![
+                    ("pid", p.pid.to_string()),
+                    ("service", p.service.clone()),
+                    ("recovered", recovered.to_string()),
+                    ("site", site.clone()),
+                ];
+                ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
             "gort_target_up",
             "1 while gort watches the process, 0 once it has exited (its series stay for the \
              retention period).",
@@ -309,6 +329,7 @@ mod tests {
                 goroutines_user: 10,
                 lifecycle: Some((12, 2)),
                 leak_suspects: vec![("chan receive".into(), "main.leak main.go:42".into(), 300)],
+                panics: Some(vec![(true, "main.handle main.go:7".into(), 2)]),
             }],
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],
@@ -327,6 +348,7 @@ mod tests {
             "gort_target_up{pid=\"42\",service=\"checkout\"} 1".to_string(),
             "gort_goroutines{pid=\"42\",service=\"checkout\",kind=\"user\"} 10".to_string(),
             "gort_goroutines_created_total{pid=\"42\",service=\"checkout\"} 12".to_string(),
+            "gort_panics_total{pid=\"42\",service=\"checkout\",recovered=\"true\",site=\"main.handle main.go:7\"} 2".to_string(),
             "gort_goroutine_leak_suspects{pid=\"42\",service=\"checkout\",reason=\"chan receive\",created_by=\"main.leak main.go:42\"} 300".to_string(),
             "# EOF".to_string(),
         ] {

@@ -9,6 +9,7 @@
 
 pub mod gc;
 pub mod lifecycle;
+pub mod panics;
 pub mod sched;
 
 use std::path::Path;
@@ -80,6 +81,7 @@ pub struct KernelMaps {
     pub sched_events: RingBuf<MapData>,
     pub gc_events: RingBuf<MapData>,
     pub lifecycle_events: RingBuf<MapData>,
+    pub panic_events: RingBuf<MapData>,
     /// Drop counters of every family.
     pub drops: Vec<PerCpuArray<MapData, u64>>,
     /// The scheduler family's activity counters.
@@ -102,6 +104,7 @@ pub enum Family {
     Sched,
     Gc,
     Lifecycle,
+    Panics,
 }
 
 /// The probes of one binary, attached; dropping the value does not detach (call
@@ -120,8 +123,9 @@ pub struct Probes {
     sched: Ebpf,
     gc: Ebpf,
     lifecycle: Ebpf,
+    panics: Ebpf,
     /// `BINARY_CONFIG` of the families that read the target's `g`.
-    configs: [Array<MapData, BinaryConfig>; 2],
+    configs: [Array<MapData, BinaryConfig>; 3],
     used_slots: Vec<bool>,
 }
 
@@ -145,14 +149,20 @@ impl Probes {
             source: Box::new(source),
         })?;
         load_programs(&mut lifecycle, &lifecycle::PROGRAMS)?;
+        let mut panics = Ebpf::load(panics::OBJECT).map_err(|source| ProbeError::Load {
+            source: Box::new(source),
+        })?;
+        load_programs(&mut panics, &panics::PROGRAMS)?;
         let maps = KernelMaps {
             sched_events: take_map(&mut sched, "EVENTS")?,
             gc_events: take_map(&mut gc, "GC_EVENTS")?,
             lifecycle_events: take_map(&mut lifecycle, "LIFECYCLE_EVENTS")?,
+            panic_events: take_map(&mut panics, "PANIC_EVENTS")?,
             drops: vec![
                 take_map(&mut sched, "DROPS")?,
                 take_map(&mut gc, "DROPS")?,
                 take_map(&mut lifecycle, "DROPS")?,
+                take_map(&mut panics, "DROPS")?,
             ],
             stats: take_map(&mut sched, "STATS")?,
             parked: take_map(&mut sched, "PARKED")?,
@@ -160,12 +170,14 @@ impl Probes {
         let configs = [
             take_map(&mut sched, "BINARY_CONFIG")?,
             take_map(&mut lifecycle, "BINARY_CONFIG")?,
+            take_map(&mut panics, "BINARY_CONFIG")?,
         ];
         Ok((
             Probes {
                 sched,
                 gc,
                 lifecycle,
+                panics,
                 configs,
                 used_slots: vec![false; MAX_BINARIES as usize],
             },
@@ -216,6 +228,12 @@ impl Probes {
             }
         });
         self.attach_optional(Family::Lifecycle, lifecycle, &mut attachment);
+        let panics = panics::points(target).map(|points| {
+            move |probes: &mut Probes, a: &mut Attachment| {
+                panics::attach(probes, &points, path, scope, a)
+            }
+        });
+        self.attach_optional(Family::Panics, panics, &mut attachment);
         Ok(attachment)
     }
 
@@ -264,6 +282,7 @@ impl Probes {
             Family::Sched => &mut self.sched,
             Family::Gc => &mut self.gc,
             Family::Lifecycle => &mut self.lifecycle,
+            Family::Panics => &mut self.panics,
         }
     }
 

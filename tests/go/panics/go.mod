@@ -1,0 +1,3 @@
+module gort.test/panics
+
+go 1.21
