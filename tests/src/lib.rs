@@ -273,6 +273,20 @@ impl Gort {
         Ok(serde_json::from_str(&self.get(path)?)?)
     }
 
+    /// Resident memory of the gort process, in KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .context("no VmRSS")?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("malformed VmRSS")?
+            .parse()?)
+    }
+
     pub fn metrics(&self) -> Result<Metrics> {
         Ok(Metrics::parse(&self.get("/metrics")?))
     }

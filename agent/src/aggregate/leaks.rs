@@ -8,15 +8,21 @@
 //! Goroutines parked before gort attached count as parked since the attach (their park's
 //! start is unknown).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
+};
 
 use super::symbols::Frame;
+
+/// Creation sites remembered at most (they are few; a bound all the same).
+const MAX_SITES: usize = 100_000;
 
 /// What groups goroutines.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupKey {
     /// Where the `go` statement is.
-    pub created_by: Option<Frame>,
+    pub created_by: Option<Arc<Frame>>,
     /// Raw wait reason.
     pub reason: u8,
     /// The first frame outside the runtime and standard library where it blocks.
@@ -97,6 +103,8 @@ pub struct LeakTracker {
     pub groups: HashMap<GroupKey, Group>,
     /// Blocking frames by (goid, park start): a goroutine parked once keeps its stack.
     frames: HashMap<(u64, Option<u64>), Option<Frame>>,
+    /// Creation sites by `gopc`: goroutines come from a handful of `go` statements.
+    sites: HashMap<u64, Option<Arc<Frame>>>,
 }
 
 impl LeakTracker {
@@ -114,15 +122,21 @@ impl LeakTracker {
         blocking_frame: &dyn Fn(u64) -> Option<Frame>,
         settings: &LeakSettings,
     ) {
-        let waiting: Vec<(Waiting, Option<Frame>, bool)> = waiting
+        let waiting: Vec<(Waiting, Option<Arc<Frame>>, bool)> = waiting
             .into_iter()
             .map(|w| {
                 let start = w.since_ns.unwrap_or(attached_ns);
                 let old = now_ns.saturating_sub(start) >= settings.leak_after_ns;
-                (w, w.gopc.and_then(created_by), old)
+                let site = w.gopc.and_then(|pc| {
+                    self.sites
+                        .entry(pc)
+                        .or_insert_with(|| created_by(pc).map(Arc::new))
+                        .clone()
+                });
+                (w, site, old)
             })
             .collect();
-        let candidates: HashSet<(Option<&Frame>, u8)> = waiting
+        let candidates: HashSet<(Option<&Arc<Frame>>, u8)> = waiting
             .iter()
             .filter(|(_, _, old)| *old)
             .map(|(w, site, _)| (site.as_ref(), w.reason))
@@ -158,8 +172,11 @@ impl LeakTracker {
                 g.examples.push(w.goid);
             }
         }
-        // Forget the stacks of parks that ended.
+        // Forget the stacks of parks that ended; keep the sites bounded.
         self.frames.retain(|k, _| seen_parks.contains(k));
+        if self.sites.len() > MAX_SITES {
+            self.sites.clear();
+        }
 
         // Keep the largest groups only.
         if current.len() > settings.max_groups {
@@ -272,7 +289,7 @@ mod tests {
             if (3..=6).contains(&tick) {
                 assert_eq!(suspects.len(), 1, "tick {tick}: {suspects:?}");
                 let (key, g) = suspects[0];
-                assert_eq!(key.created_by, Some(frame("main.leak")));
+                assert_eq!(key.created_by.as_deref(), Some(&frame("main.leak")));
                 assert_eq!(g.size, 50 * tick);
                 let rate = g.growth_per_second();
                 assert!((rate - 50.0).abs() < 0.01, "tick {tick}: {rate}");

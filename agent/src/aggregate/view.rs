@@ -297,7 +297,7 @@ fn leak_suspect_series(p: &super::ProcessState, top: usize) -> Vec<(String, Stri
         if i < top {
             let site = key
                 .created_by
-                .as_ref()
+                .as_deref()
                 .map_or_else(|| "unknown".to_string(), Frame::short);
             match out.iter_mut().find(|(r, s, _)| *r == reason && *s == site) {
                 Some(series) => series.2 += group.size,
@@ -388,7 +388,7 @@ pub fn leaks(state: &State, pid: Option<u32>, now_ns: u64) -> Vec<LeakView> {
             out.push(LeakView {
                 pid: p.pid,
                 service: p.service.clone(),
-                created_by: key.created_by.clone(),
+                created_by: key.created_by.as_deref().cloned(),
                 reason: p.binary.target.wait_reason_name(key.reason).0.to_string(),
                 blocking_frame: key.blocking.clone(),
                 goroutines: g.size,

@@ -132,7 +132,10 @@ pub struct Probes {
 impl Probes {
     /// Loads the programs into the kernel (not yet attached anywhere).
     pub fn load(settings: ProbeSettings) -> Result<(Probes, KernelMaps), ProbeError> {
+        // The programs use no kernel types (no CO-RE), so the kernel's BTF, large to parse,
+        // is not loaded.
         let mut sched = EbpfLoader::new()
+            .btf(None)
             .override_global("FRAME_MIN_NS", &settings.frame_min_ns, true)
             .map_max_entries("EVENTS", settings.ringbuf_bytes)
             .map_max_entries("PARKED", settings.max_parked)
@@ -141,17 +144,26 @@ impl Probes {
                 source: Box::new(source),
             })?;
         load_programs(&mut sched, &sched::PROGRAMS)?;
-        let mut gc = Ebpf::load(gc::OBJECT).map_err(|source| ProbeError::Load {
-            source: Box::new(source),
-        })?;
+        let mut gc = EbpfLoader::new()
+            .btf(None)
+            .load(gc::OBJECT)
+            .map_err(|source| ProbeError::Load {
+                source: Box::new(source),
+            })?;
         load_programs(&mut gc, &gc::PROGRAMS)?;
-        let mut lifecycle = Ebpf::load(lifecycle::OBJECT).map_err(|source| ProbeError::Load {
-            source: Box::new(source),
-        })?;
+        let mut lifecycle = EbpfLoader::new()
+            .btf(None)
+            .load(lifecycle::OBJECT)
+            .map_err(|source| ProbeError::Load {
+                source: Box::new(source),
+            })?;
         load_programs(&mut lifecycle, &lifecycle::PROGRAMS)?;
-        let mut panics = Ebpf::load(panics::OBJECT).map_err(|source| ProbeError::Load {
-            source: Box::new(source),
-        })?;
+        let mut panics = EbpfLoader::new()
+            .btf(None)
+            .load(panics::OBJECT)
+            .map_err(|source| ProbeError::Load {
+                source: Box::new(source),
+            })?;
         load_programs(&mut panics, &panics::PROGRAMS)?;
         let maps = KernelMaps {
             sched_events: take_map(&mut sched, "EVENTS")?,

@@ -1,0 +1,118 @@
+//! Limits: a binary that lacks a function one probe family needs keeps the others working
+//! and says what is missing; 100,000 goroutines parked before attach are all found, with
+//! gort's memory bounded.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use gort_e2e::{GoProgram, Gort, Variant, build_go_program, eventually, serial, workspace_root};
+
+/// `runtime.gcMarkTermination` renamed in the function table (as if a Go release had renamed
+/// or inlined it): the GC family is left out, with the reason, and blocking is still measured.
+#[test]
+fn a_missing_function_leaves_one_family_out() {
+    let _serial = serial();
+    (|| -> Result<()> {
+        let exe = build_go_program("parks", "1.22.10", Variant::DEFAULT);
+        let mut bytes = std::fs::read(&exe)?;
+        let name = b"runtime.gcMarkTermination\0";
+        let at = bytes
+            .windows(name.len())
+            .position(|w| w == name)
+            .context("the name in .gopclntab")?;
+        bytes[at + name.len() - 2] = b'X';
+        let renamed = workspace_root().join("target/e2e-bin/parks-renamed-gcmarktermination");
+        std::fs::write(&renamed, &bytes)?;
+        std::fs::set_permissions(
+            &renamed,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+
+        let mut program = GoProgram::start(
+            &renamed,
+            &["-workers=1", "-ops=5", "-block=5ms"],
+            &[("GOGC", "off")],
+        )?;
+        let pid = program.pid.to_string();
+        let gort = Gort::attach(program.pid, &[])?;
+        let procs = gort.get_json("/api/v1/processes")?;
+        let unavailable = &procs[0]["unavailable"];
+        ensure!(
+            unavailable.as_array().map(Vec::len) == Some(1)
+                && unavailable[0]["family"] == "gc"
+                && unavailable[0]["reason"]
+                    == "no function runtime.gcMarkTermination in the binary",
+            "unavailable: {unavailable}"
+        );
+        program.proceed()?;
+        let report = program.read_json()?;
+        let want = report["totals"]["chan receive"]["count"]
+            .as_f64()
+            .context("count")?;
+        eventually(Duration::from_secs(10), || {
+            let m = gort.metrics()?;
+            let seen = m
+                .get(
+                    "gort_goroutine_blocks_total",
+                    &[("pid", &pid), ("reason", "chan receive")],
+                )
+                .unwrap_or(0.0);
+            ensure!(seen == want, "{seen} of {want} chan receive parks");
+            ensure!(
+                m.get("gort_gc_cycles_total", &[("pid", &pid)]).is_none(),
+                "GC cycles exported without GC probes"
+            );
+            ensure!(
+                m.get("gort_goroutines_created_total", &[("pid", &pid)])
+                    .is_some(),
+                "the lifecycle family is missing"
+            );
+            Ok(())
+        })?;
+        program.finish()?;
+        gort.stop()?;
+        Ok(())
+    })()
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// 100,000 goroutines parked before gort attached: every one found, and gort's resident
+/// memory stays bounded (printed for the README).
+#[test]
+fn a_hundred_thousand_parked_goroutines() {
+    let _serial = serial();
+    (|| -> Result<()> {
+        let exe = build_go_program("preparked", "1.22.10", Variant::DEFAULT);
+        let mut program = GoProgram::start(
+            &exe,
+            &["-n", "33334", "-wake", "0", "-verify=false"],
+            &[("GOGC", "off")],
+        )?;
+        let pid = program.pid.to_string();
+        let gort = Gort::attach(program.pid, &[])?;
+        let m = gort.metrics()?;
+        let parked: f64 = m
+            .all("gort_goroutines_blocked", &[("pid", &pid)])
+            .iter()
+            .map(|(_, v)| v)
+            .sum();
+        ensure!(parked >= 100_002.0, "{parked} goroutines parked now");
+        let user = m
+            .get("gort_goroutines", &[("pid", &pid), ("kind", "user")])
+            .context("gauge")?;
+        ensure!(
+            user == 100_003.0,
+            "{user} user goroutines (100,002 parked and main)"
+        );
+        let rss_kib = gort.rss_kib()?;
+        println!(
+            "gort RSS with 100,002 parked goroutines: {:.1} MiB",
+            rss_kib as f64 / 1024.0
+        );
+        ensure!(rss_kib < 256 * 1024, "gort uses {rss_kib} KiB");
+        program.finish()?;
+        gort.stop()?;
+        Ok(())
+    })()
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
