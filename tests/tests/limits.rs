@@ -83,7 +83,7 @@ fn a_hundred_thousand_parked_goroutines() {
     let _serial = serial();
     (|| -> Result<()> {
         let exe = build_go_program("preparked", "1.22.10", Variant::DEFAULT);
-        let mut program = GoProgram::start(
+        let program = GoProgram::start(
             &exe,
             &["-n", "33334", "-wake", "0", "-verify=false"],
             &[("GOGC", "off")],

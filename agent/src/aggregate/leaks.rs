@@ -301,13 +301,11 @@ mod tests {
         assert_eq!(suspects[0].1.size, 300);
         assert_eq!(suspects[0].1.growth_per_second(), 0.0);
         // The pool (old, not growing) and the short waits are not suspects.
-        assert!(
-            t.groups
-                .iter()
-                .any(|(k, g)| k.created_by == Some(frame("main.pool"))
-                    && !g.suspect
-                    && g.size == 4)
-        );
+        assert!(t.groups.iter().any(
+            |(k, g)| k.created_by.as_deref() == Some(&frame("main.pool"))
+                && !g.suspect
+                && g.size == 4
+        ));
     }
 
     #[test]
