@@ -68,6 +68,16 @@ pub fn report(path: &Path) -> Value {
                 }),
                 None => json!({ "unavailable": t.allg_error }),
             };
+            let family = |points: Result<(), String>| match points {
+                Ok(()) => json!("available"),
+                Err(why) => json!(format!("unavailable: {why}")),
+            };
+            r["probe_families"] = json!({
+                "sched": "available",
+                "gc": family(crate::probes::gc::points(&t).map(drop)),
+                "lifecycle": family(crate::probes::lifecycle::points(&t).map(drop)),
+                "panics": family(crate::probes::panics::points(&t).map(drop)),
+            });
             r["sched_latency_histogram"] = match t.sched_latency {
                 Some(h) => json!({ "runtime.sched.timeToRun": format!("{:#x}", h.vaddr) }),
                 None => {
@@ -145,6 +155,10 @@ fn render_text(r: &Value) -> String {
         for (k, v) in o.iter().filter(|(k, _)| *k != "source") {
             let _ = writeln!(out, "  {k:<18} {}", s(v));
         }
+    }
+    if let Some(f) = r.get("probe_families").and_then(Value::as_object) {
+        let parts: Vec<String> = f.iter().map(|(k, v)| format!("{k} {}", s(v))).collect();
+        let _ = writeln!(out, "probes:        {}", parts.join(", "));
     }
     for (key, title) in [
         ("goroutine_list", "goroutine list"),
