@@ -28,6 +28,17 @@ fn a_missing_function_leaves_one_family_out() {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )?;
 
+        // `gort inspect` says so too, before anything runs.
+        let inspect = std::process::Command::new(gort_e2e::gort_bin())
+            .arg("inspect")
+            .arg(&renamed)
+            .output()?;
+        let text = String::from_utf8_lossy(&inspect.stdout);
+        ensure!(
+            text.contains("gc unavailable: no function runtime.gcMarkTermination in the binary")
+                && text.contains("lifecycle available"),
+            "gort inspect printed:\n{text}"
+        );
         let mut program = GoProgram::start(
             &renamed,
             &["-workers=1", "-ops=5", "-block=5ms"],
