@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod gc;
+pub mod http;
 pub mod lifecycle;
 pub mod panics;
 pub mod sched;

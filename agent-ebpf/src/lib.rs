@@ -6,6 +6,8 @@
 //! boundary.
 #![no_std]
 
+pub mod gomap;
+
 use agent_common::{BinaryConfig, DropCause, MAX_BINARIES, Stat};
 use aya_ebpf::{
     EbpfContext,

@@ -16,7 +16,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Attach to Go processes and serve what they block on (needs root).
-    Run(RunOptions),
+    Run(Box<RunOptions>),
     /// Tell whether gort can attach to a Go binary, and what it found in it (no root needed).
     Inspect(InspectOptions),
     /// Show the goroutine leak suspects a running `gort run` found, as a table.
@@ -100,7 +100,11 @@ pub struct RunOptions {
     #[arg(long, default_value_t = 10)]
     pub leak_top: usize,
 
-    /// Write records of events (panics, fatal errors) as NDJSON to this file, or `-` for
+    /// Blocks at least this long inside an HTTP request become child spans of its span.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    pub span_min_block: Duration,
+
+    /// Write records of events (requests, panics, fatal errors) as NDJSON to this file, or `-` for
     /// standard output.
     #[arg(long)]
     pub events: Option<crate::export::events::EventsOutput>,

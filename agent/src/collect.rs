@@ -13,12 +13,13 @@ use std::{
     time::Duration,
 };
 
-use agent_common::{DropCause, Stat};
+use agent_common::{DropCause, Stat, http::request_kind};
 use tokio::sync::mpsc;
 
 use crate::probes::{
     KernelMaps,
     gc::{self, GcProbeEvent},
+    http::{self, RequestProbeEvent},
     lifecycle::{self, LifecycleEvent},
     panics::{self, PanicProbeEvent},
     sched::{self, SchedEvent},
@@ -31,6 +32,7 @@ pub enum Event {
     Gc(GcProbeEvent),
     Lifecycle(LifecycleEvent),
     Panic(PanicProbeEvent),
+    Request(RequestProbeEvent),
     /// Totals of the kernel's per-CPU counters.
     Kernel(KernelCounters),
     /// The goroutines parked right now (the in-flight map), read at `taken_ns`.
@@ -152,7 +154,13 @@ impl Collector {
     fn drain(&mut self) -> Batch {
         let mut batch = Vec::new();
         while let Some(record) = self.maps.sched_events.next() {
-            if let Some(e) = sched::decode(&record) {
+            // The request probes share this ring buffer; the first byte tells them apart.
+            let is_request = matches!(record.first(), Some(&k) if k == request_kind::START || k == request_kind::END);
+            if is_request {
+                if let Some(e) = http::decode(&record) {
+                    batch.push(Event::Request(e));
+                }
+            } else if let Some(e) = sched::decode(&record) {
                 batch.push(Event::Sched(e));
             }
         }

@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(run::run(o)))
+            .and_then(|rt| rt.block_on(run::run(*o)))
             .map(|()| ExitCode::SUCCESS),
     };
     match result {

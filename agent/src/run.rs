@@ -119,6 +119,7 @@ pub async fn run(o: RunOptions) -> Result<()> {
                 max_groups: 10_000,
             },
             leak_top: o.leak_top,
+            span_min_block_ns: o.span_min_block.as_nanos() as u64,
         },
         binaries,
         agent_drops.clone(),

@@ -81,6 +81,28 @@ pub struct RuntimeOffsets {
     pub type_str: Option<u32>,
     /// `internal/abi.Type.TFlag`.
     pub type_tflag: Option<u32>,
+    /// `net/http.Request.Method` (string).
+    pub request_method: Option<u32>,
+    /// `net/http.Request.Header` (a map).
+    pub request_header: Option<u32>,
+    /// `net/http.Request.Pattern` (Go 1.23+): the `ServeMux` route.
+    pub request_pattern: Option<u32>,
+    /// `net/http.response.status`: the status code written.
+    pub response_status: Option<u32>,
+    /// `runtime.hmap.B` (Go ≤ 1.23 maps): log2 of the bucket count.
+    pub hmap_b: Option<u32>,
+    /// `runtime.hmap.buckets`.
+    pub hmap_buckets: Option<u32>,
+    /// `internal/runtime/maps.Map.dirPtr` (Go 1.24+ Swiss maps).
+    pub swiss_dir_ptr: Option<u32>,
+    /// `internal/runtime/maps.Map.dirLen`.
+    pub swiss_dir_len: Option<u32>,
+    /// `internal/runtime/maps.table.groups`.
+    pub swiss_table_groups: Option<u32>,
+    /// `internal/runtime/maps.groupsReference.data`.
+    pub swiss_groups_data: Option<u32>,
+    /// `internal/runtime/maps.groupsReference.lengthMask`.
+    pub swiss_groups_mask: Option<u32>,
     /// `runtime.moduledata.gofunc` (uintptr): the base of funcdata offsets (`go:func.*`),
     /// where the inline trees are.
     pub moduledata_gofunc: u32,
@@ -112,6 +134,17 @@ const MEMBERS: &[(&str, &str)] = &[
     ("internal/abi.Type", "Str"),
     ("internal/abi.Type", "TFlag"),
     ("runtime.timeHistogram", "underflow"),
+    ("internal/runtime/maps.Map", "dirPtr"),
+    ("internal/runtime/maps.Map", "dirLen"),
+    ("internal/runtime/maps.groupsReference", "data"),
+    ("internal/runtime/maps.groupsReference", "lengthMask"),
+    ("internal/runtime/maps.table", "groups"),
+    ("net/http.Request", "Method"),
+    ("net/http.Request", "Header"),
+    ("net/http.Request", "Pattern"),
+    ("net/http.response", "status"),
+    ("runtime.hmap", "B"),
+    ("runtime.hmap", "buckets"),
 ];
 
 /// The largest decompressed DWARF section accepted (the biggest Go binaries have a few
@@ -179,6 +212,17 @@ pub(crate) fn offsets_from_dwarf(data: &[u8]) -> Result<RuntimeOffsets, DwarfErr
         gobuf_bp: get("runtime.gobuf", "bp"),
         schedt_time_to_run: get("runtime.schedt", "timeToRun"),
         moduledata_gofunc: need("runtime.moduledata", "gofunc")?,
+        request_method: get("net/http.Request", "Method"),
+        request_header: get("net/http.Request", "Header"),
+        request_pattern: get("net/http.Request", "Pattern"),
+        response_status: get("net/http.response", "status"),
+        hmap_b: get("runtime.hmap", "B"),
+        hmap_buckets: get("runtime.hmap", "buckets"),
+        swiss_dir_ptr: get("internal/runtime/maps.Map", "dirPtr"),
+        swiss_dir_len: get("internal/runtime/maps.Map", "dirLen"),
+        swiss_table_groups: get("internal/runtime/maps.table", "groups"),
+        swiss_groups_data: get("internal/runtime/maps.groupsReference", "data"),
+        swiss_groups_mask: get("internal/runtime/maps.groupsReference", "lengthMask"),
         moduledata_types: get("runtime.moduledata", "types"),
         type_str: get("internal/abi.Type", "Str"),
         type_tflag: get("internal/abi.Type", "TFlag"),

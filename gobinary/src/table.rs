@@ -114,6 +114,17 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
                      moduledata_types: {},\n            \
                      type_str: {},\n            \
                      type_tflag: {},\n            \
+                     request_method: {},\n            \
+                     request_header: {},\n            \
+                     request_pattern: {},\n            \
+                     response_status: {},\n            \
+                     hmap_b: {},\n            \
+                     hmap_buckets: {},\n            \
+                     swiss_dir_ptr: {},\n            \
+                     swiss_dir_len: {},\n            \
+                     swiss_table_groups: {},\n            \
+                     swiss_groups_data: {},\n            \
+                     swiss_groups_mask: {},\n            \
                      source: Source::Table,\n        \
                  }},\n        \
                  wait_reasons: &[\n",
@@ -135,6 +146,17 @@ pub fn render_tables(entries: &[TableEntry]) -> String {
             opt(o.moduledata_types),
             opt(o.type_str),
             opt(o.type_tflag),
+            opt(o.request_method),
+            opt(o.request_header),
+            opt(o.request_pattern),
+            opt(o.response_status),
+            opt(o.hmap_b),
+            opt(o.hmap_buckets),
+            opt(o.swiss_dir_ptr),
+            opt(o.swiss_dir_len),
+            opt(o.swiss_table_groups),
+            opt(o.swiss_groups_data),
+            opt(o.swiss_groups_mask),
         );
         for (i, name) in e.wait_reasons.iter().enumerate() {
             // Debug formatting of a str is a valid Rust string literal.

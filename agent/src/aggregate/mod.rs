@@ -7,8 +7,10 @@ pub mod histogram;
 pub mod leaks;
 pub mod panics;
 pub mod process;
+pub mod requests;
 pub mod sched_latency;
 pub mod symbols;
+pub mod traceparent;
 pub mod view;
 
 use std::{
@@ -28,6 +30,7 @@ use crate::{
     export::events::EventsSender,
     probes::{
         gc::GcProbeEvent,
+        http::RequestProbeEvent,
         lifecycle::LifecycleEvent,
         panics::{PanicEventKind, PanicProbeEvent},
         sched::SchedEvent,
@@ -74,6 +77,8 @@ pub struct Settings {
     pub leaks: leaks::LeakSettings,
     /// Leak suspect groups per process on /metrics.
     pub leak_top: usize,
+    /// Blocks at least this long inside a request become child spans.
+    pub span_min_block_ns: u64,
 }
 
 /// A request from an exporter.
@@ -91,6 +96,11 @@ pub enum Query {
     Panics {
         pid: Option<u32>,
         reply: oneshot::Sender<Vec<view::PanicView>>,
+    },
+    Requests {
+        pid: Option<u32>,
+        trace_id: Option<String>,
+        reply: oneshot::Sender<Vec<requests::RequestRecord>>,
     },
 }
 
@@ -113,6 +123,19 @@ impl QueryHandle {
 
     pub async fn panics(&self, pid: Option<u32>) -> Option<Vec<view::PanicView>> {
         self.ask(|reply| Query::Panics { pid, reply }).await
+    }
+
+    pub async fn requests(
+        &self,
+        pid: Option<u32>,
+        trace_id: Option<String>,
+    ) -> Option<Vec<requests::RequestRecord>> {
+        self.ask(|reply| Query::Requests {
+            pid,
+            trace_id,
+            reply,
+        })
+        .await
     }
 
     pub async fn processes(&self) -> Option<Vec<view::ProcessView>> {
@@ -140,6 +163,7 @@ pub struct ProcessState {
     pub blocking: ProcessBlocking,
     pub gc: gc::GcStats,
     pub panics: panics::Panics,
+    pub requests: requests::Requests,
     pub leaks: leaks::LeakTracker,
     /// How many goroutines the walk of the runtime's list found at attach, or why it could not.
     pub walked: Result<usize, String>,
@@ -196,6 +220,79 @@ impl GoroutineReader for MemoryReader<'_> {
 }
 
 impl ProcessState {
+    /// A finished request as a record: trace ids, blocking per reason, the longest block's
+    /// frame, child spans.
+    fn request_record(
+        &self,
+        goid: u64,
+        a: requests::ActiveRequest,
+        end_ns: u64,
+        route: Option<String>,
+    ) -> requests::RequestRecord {
+        let target = &self.binary.target;
+        let sym = symbols::Symbolizer {
+            process: self,
+            target,
+        };
+        let clock = view::WallClock::now();
+        let frame_of = |frames: &[u64]| {
+            let stack: Vec<symbols::Frame> =
+                frames.iter().flat_map(|&pc| sym.call_sites(pc)).collect();
+            sym.user_frame(&stack).cloned()
+        };
+        let (trace_id, parent, generated, flags) = match a.trace {
+            requests::TraceOrigin::Header(t) => (t.trace_id, Some(t.parent_id), false, t.flags),
+            requests::TraceOrigin::Generated(id) => (id, None, true, 0),
+        };
+        let span_id = requests::random_id();
+        let name = |raw: u8| target.wait_reason_name(raw).0.to_string();
+        requests::RequestRecord {
+            kind: "request",
+            trace_id: traceparent::hex(&trace_id),
+            parent_span_id: parent.map(|p| traceparent::hex(&p)),
+            trace_id_generated: generated,
+            span_id: traceparent::hex(&span_id[..8]),
+            trace_flags: flags,
+            pid: self.pid,
+            service: self.service.clone(),
+            goid,
+            method: a.method,
+            route,
+            start_ns: a.start_ns,
+            end_ns,
+            start_unix_ns: clock.unix_ns(a.start_ns),
+            end_unix_ns: clock.unix_ns(end_ns),
+            duration_ns: end_ns.saturating_sub(a.start_ns),
+            blocked_ns: a.blocking.values().map(|&(_, ns)| ns).sum(),
+            blocking: a
+                .blocking
+                .iter()
+                .map(|(&r, &(count, ns))| requests::RequestBlocking {
+                    reason: name(r),
+                    count,
+                    blocked_ns: ns,
+                })
+                .collect(),
+            longest_block: a.longest.as_ref().map(|(r, park, resume, frames)| {
+                requests::LongestBlock {
+                    reason: name(*r),
+                    ns: resume - park,
+                    frame: frame_of(frames).map(|f| f.short()),
+                }
+            }),
+            block_spans: a
+                .block_spans
+                .iter()
+                .map(|(r, park, resume, frames)| requests::BlockSpan {
+                    reason: name(*r),
+                    start_unix_ns: clock.unix_ns(*park),
+                    end_unix_ns: clock.unix_ns(*resume),
+                    frame: frame_of(frames),
+                })
+                .collect(),
+        }
+    }
+
     /// A panic or fatal error as a record: its message decoded, its stack symbolized.
     fn panic_record(&self, e: &PanicProbeEvent) -> panics::PanicRecord {
         let target = &self.binary.target;
@@ -374,6 +471,7 @@ impl State {
                 blocking,
                 gc: gc::GcStats::default(),
                 panics: panics::Panics::default(),
+                requests: requests::Requests::default(),
                 leaks: leaks::LeakTracker::default(),
                 sched_latency: None,
                 first_seen_ns: now,
@@ -388,6 +486,7 @@ impl State {
                 Event::Gc(e) => self.apply_gc(e),
                 Event::Lifecycle(e) => self.apply_lifecycle(e),
                 Event::Panic(e) => self.apply_panic(e),
+                Event::Request(e) => self.apply_request(e),
                 Event::Kernel(k) => self.kernel = k,
                 Event::Parked(snapshot) => {
                     let mut by_pid: BTreeMap<u32, Vec<(u64, u64, u8, u64)>> = BTreeMap::new();
@@ -410,6 +509,36 @@ impl State {
                 }
             }
         }
+    }
+
+    fn apply_request(&mut self, e: RequestProbeEvent) {
+        let events = self.events.clone();
+        let Some(p) = self.process_for(e.binary as u32, e.pid) else {
+            return;
+        };
+        if e.start {
+            let method = String::from_utf8_lossy(&e.method).into_owned();
+            p.requests.on_start(
+                e.goid,
+                e.ns,
+                e.traceparent.as_deref(),
+                method,
+                e.headers_truncated,
+            );
+            return;
+        }
+        let Some(active) = p.requests.on_end(e.goid) else {
+            return;
+        };
+        let route = e
+            .pattern
+            .as_deref()
+            .map(|r| String::from_utf8_lossy(r).into_owned());
+        let record = p.request_record(e.goid, active, e.ns, route);
+        if let Some(events) = events {
+            events.send_request(&record);
+        }
+        p.requests.record(record);
     }
 
     fn apply_panic(&mut self, e: PanicProbeEvent) {
@@ -507,6 +636,7 @@ impl State {
             | SchedEvent::ResumeUnmatched { binary, pid, .. } => (*binary as u32, *pid),
         };
         let limits = self.settings.retention;
+        let span_min_ns = self.settings.span_min_block_ns;
         let Some(p) = self.process_for(binary, pid) else {
             return;
         };
@@ -520,9 +650,13 @@ impl State {
                 resume_ns,
                 frames,
                 ..
-            } => p.blocking.on_block(
-                goid, g, reason, park_ns, resume_ns, &frames, &limits, &reader,
-            ),
+            } => {
+                p.requests
+                    .on_block(goid, reason, park_ns, resume_ns, &frames, span_min_ns);
+                p.blocking.on_block(
+                    goid, g, reason, park_ns, resume_ns, &frames, &limits, &reader,
+                )
+            }
             SchedEvent::ResumeUnmatched {
                 goid, g, resume_ns, ..
             } => p
@@ -653,6 +787,13 @@ impl Aggregator {
             }
             Query::Panics { pid, reply } => {
                 let _ = reply.send(view::panics(&self.state, pid));
+            }
+            Query::Requests {
+                pid,
+                trace_id,
+                reply,
+            } => {
+                let _ = reply.send(view::requests(&self.state, pid, trace_id.as_deref()));
             }
             Query::Processes(reply) => {
                 let _ = reply.send(view::processes(&self.state, now));

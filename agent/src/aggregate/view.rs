@@ -46,6 +46,8 @@ pub struct ProcessMetrics {
     pub leak_suspects: Vec<(String, String, u64)>,
     /// Resolved panics and fatal errors by (recovered, site), when the panic probes are.
     pub panics: Option<Vec<(bool, String, u64)>>,
+    /// HTTP requests served and `traceparent` values rejected, when the request probes are.
+    pub requests: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +112,10 @@ pub fn metrics(state: &State) -> MetricsView {
                     .probes_lifecycle()
                     .then_some((p.blocking.created_total, p.blocking.exited_total)),
                 leak_suspects: leak_suspect_series(p, state.settings.leak_top),
+                requests: p
+                    .binary
+                    .probes("http")
+                    .then_some((p.requests.completed, p.requests.traceparent_invalid)),
                 panics: p.binary.probes("panics").then(|| {
                     p.panics
                         .counts
@@ -312,6 +318,24 @@ fn leak_suspect_series(p: &super::ProcessState, top: usize) -> Vec<(String, Stri
             .into_iter()
             .map(|(reason, n)| (reason, "other".to_string(), n)),
     );
+    out
+}
+
+/// Recent requests, newest first; one trace's when `trace_id` is given.
+pub fn requests(
+    state: &State,
+    pid: Option<u32>,
+    trace_id: Option<&str>,
+) -> Vec<super::requests::RequestRecord> {
+    let mut out: Vec<_> = state
+        .processes
+        .values()
+        .filter(|p| pid.is_none_or(|want| want == p.pid))
+        .flat_map(|p| p.requests.recent.iter())
+        .filter(|r| trace_id.is_none_or(|t| r.trace_id == t))
+        .cloned()
+        .collect();
+    out.sort_by_key(|r| std::cmp::Reverse(r.end_ns));
     out
 }
 

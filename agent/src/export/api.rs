@@ -5,6 +5,7 @@
 //! - `GET /api/v1/processes`: the processes gort watches or watched.
 //! - `GET /api/v1/leaks[?pid=N]`: goroutine leak suspect groups.
 //! - `GET /api/v1/panics[?pid=N]`: panics and fatal errors, newest first.
+//! - `GET /api/v1/requests[?pid=N][&trace_id=T]`: recent HTTP requests, newest first.
 //! - `GET /healthz`.
 
 use axum::{
@@ -26,6 +27,7 @@ pub fn router(handle: QueryHandle) -> Router {
         .route("/api/v1/processes", get(processes))
         .route("/api/v1/leaks", get(leaks))
         .route("/api/v1/panics", get(panics))
+        .route("/api/v1/requests", get(requests))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(handle)
 }
@@ -66,6 +68,19 @@ async fn leaks(State(h): State<QueryHandle>, Query(f): Query<PidFilter>) -> Resp
 
 async fn panics(State(h): State<QueryHandle>, Query(f): Query<PidFilter>) -> Response {
     match h.panics(f.pid).await {
+        Some(list) => Json(list).into_response(),
+        None => unavailable(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RequestFilter {
+    pid: Option<u32>,
+    trace_id: Option<String>,
+}
+
+async fn requests(State(h): State<QueryHandle>, Query(f): Query<RequestFilter>) -> Response {
+    match h.requests(f.pid, f.trace_id).await {
         Some(list) => Json(list).into_response(),
         None => unavailable(),
     }

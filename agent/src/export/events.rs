@@ -42,6 +42,12 @@ impl EventsSender {
         self.send(v.to_string());
     }
 
+    pub fn send_request(&self, record: &crate::aggregate::requests::RequestRecord) {
+        if let Ok(line) = serde_json::to_string(record) {
+            self.send(line);
+        }
+    }
+
     fn send(&self, line: String) {
         if self.tx.try_send(line).is_err() {
             self.dropped.fetch_add(1, Ordering::Relaxed);

@@ -259,6 +259,29 @@ impl Collector for ViewCollector {
             }
         }
 
+        for (name, help, pick) in [
+            (
+                "gort_http_requests",
+                "HTTP requests served (net/http), since gort attached.",
+                0,
+            ),
+            (
+                "gort_traceparent_invalid",
+                "Requests whose traceparent header was malformed (ignored as the W3C \
+                 specification says; gort generated a trace id).",
+                1,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for p in &view.processes {
+                let Some(counts) = p.requests else { continue };
+                let labels: Labels =
+                    vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+                ConstCounter::new(if pick == 0 { counts.0 } else { counts.1 })
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+
         let mut family = encoder.encode_descriptor(
             "gort_target_up",
             "1 while gort watches the process, 0 once it has exited (its series stay for the \
@@ -330,6 +353,7 @@ mod tests {
                 lifecycle: Some((12, 2)),
                 leak_suspects: vec![("chan receive".into(), "main.leak main.go:42".into(), 300)],
                 panics: Some(vec![(true, "main.handle main.go:7".into(), 2)]),
+                requests: Some((5, 1)),
             }],
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],

@@ -8,6 +8,7 @@
 //! [`crate::collect`].
 
 pub mod gc;
+pub mod http;
 pub mod lifecycle;
 pub mod panics;
 pub mod sched;
@@ -16,6 +17,7 @@ use std::path::Path;
 
 use agent_common::{
     BinaryConfig, MAX_BINARIES,
+    http::HttpConfig,
     sched::{ParkKey, Parked},
 };
 use aya::{
@@ -105,6 +107,8 @@ pub enum Family {
     Gc,
     Lifecycle,
     Panics,
+    /// HTTP requests (programs of the scheduler's object).
+    Http,
 }
 
 /// The probes of one binary, attached; dropping the value does not detach (call
@@ -124,6 +128,7 @@ pub struct Probes {
     gc: Ebpf,
     lifecycle: Ebpf,
     panics: Ebpf,
+    http_config: Array<MapData, HttpConfig>,
     /// `BINARY_CONFIG` of the families that read the target's `g`.
     configs: [Array<MapData, BinaryConfig>; 3],
     used_slots: Vec<bool>,
@@ -144,6 +149,7 @@ impl Probes {
                 source: Box::new(source),
             })?;
         load_programs(&mut sched, &sched::PROGRAMS)?;
+        load_programs(&mut sched, &http::PROGRAMS)?;
         let mut gc = EbpfLoader::new()
             .btf(None)
             .load(gc::OBJECT)
@@ -179,6 +185,7 @@ impl Probes {
             stats: take_map(&mut sched, "STATS")?,
             parked: take_map(&mut sched, "PARKED")?,
         };
+        let http_config = take_map(&mut sched, "HTTP_CONFIG")?;
         let configs = [
             take_map(&mut sched, "BINARY_CONFIG")?,
             take_map(&mut lifecycle, "BINARY_CONFIG")?,
@@ -190,6 +197,7 @@ impl Probes {
                 gc,
                 lifecycle,
                 panics,
+                http_config,
                 configs,
                 used_slots: vec![false; MAX_BINARIES as usize],
             },
@@ -246,6 +254,12 @@ impl Probes {
             }
         });
         self.attach_optional(Family::Panics, panics, &mut attachment);
+        let http = http::points(target).map(|points| {
+            move |probes: &mut Probes, a: &mut Attachment| {
+                http::attach(probes, &points, path, scope, a)
+            }
+        });
+        self.attach_optional(Family::Http, http, &mut attachment);
         Ok(attachment)
     }
 
@@ -267,6 +281,15 @@ impl Probes {
         }
     }
 
+    fn set_http_config(&mut self, slot: u32, config: HttpConfig) -> Result<(), ProbeError> {
+        self.http_config
+            .set(slot, config, 0)
+            .map_err(|source| ProbeError::Map {
+                name: "HTTP_CONFIG",
+                source: Box::new(source),
+            })
+    }
+
     fn set_config(&mut self, slot: u32, config: BinaryConfig) -> Result<(), ProbeError> {
         for map in &mut self.configs {
             map.set(slot, config, 0).map_err(|source| ProbeError::Map {
@@ -286,6 +309,7 @@ impl Probes {
             }
         }
         let _ = self.set_config(attachment.slot, BinaryConfig::default());
+        let _ = self.set_http_config(attachment.slot, HttpConfig::default());
         self.used_slots[attachment.slot as usize] = false;
     }
 
@@ -295,6 +319,7 @@ impl Probes {
             Family::Gc => &mut self.gc,
             Family::Lifecycle => &mut self.lifecycle,
             Family::Panics => &mut self.panics,
+            Family::Http => &mut self.sched,
         }
     }
 
