@@ -104,6 +104,20 @@ pub struct RunOptions {
     #[arg(long, default_value = "1ms", value_parser = parse_duration)]
     pub span_min_block: Duration,
 
+    /// Send spans and metrics over OTLP to this endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT and
+    /// the other standard OTEL_EXPORTER_OTLP_* variables).
+    #[arg(long)]
+    pub otlp_endpoint: Option<String>,
+
+    /// `grpc` or `http/protobuf` (also OTEL_EXPORTER_OTLP_PROTOCOL; default http/protobuf).
+    #[arg(long)]
+    pub otlp_protocol: Option<String>,
+
+    /// A header for the OTLP receiver, `key=value` (repeatable; also
+    /// OTEL_EXPORTER_OTLP_HEADERS).
+    #[arg(long = "otlp-header")]
+    pub otlp_headers: Vec<String>,
+
     /// Write records of events (requests, panics, fatal errors) as NDJSON to this file, or `-` for
     /// standard output.
     #[arg(long)]

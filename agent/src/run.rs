@@ -17,7 +17,10 @@ use crate::{
     },
     cli::RunOptions,
     collect::{AgentDrops, Collector},
-    export::{api, events},
+    export::{
+        api, events,
+        otlp::{self, OtlpConfig},
+    },
     probes::{ProbeSettings, Probes, Scope},
     target::{
         GoTarget,
@@ -140,6 +143,15 @@ pub async fn run(o: RunOptions) -> Result<()> {
         agent_drops.set_events_dropped(dropped);
     }
 
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let otlp_config = OtlpConfig::resolve(
+        o.otlp_endpoint.as_deref(),
+        o.otlp_protocol.as_deref(),
+        &o.otlp_headers,
+        &env,
+    )
+    .map_err(|e| anyhow::anyhow!("OTLP: {e}"))?;
+
     let (tx, rx) = mpsc::channel(1024);
     let collector = Collector::new(
         maps,
@@ -148,7 +160,16 @@ pub async fn run(o: RunOptions) -> Result<()> {
         o.drain_interval,
         PARKED_SNAPSHOT_INTERVAL,
     );
-    let (aggregator, handle) = Aggregator::new(state, rx);
+    let (mut aggregator, handle) = Aggregator::new(state, rx);
+    if let Some(config) = otlp_config {
+        eprintln!(
+            "gort: exporting over OTLP ({:?}) to {} and {}",
+            config.protocol, config.traces_endpoint, config.metrics_endpoint
+        );
+        let (sender, stats) =
+            otlp::start(config, handle.clone()).map_err(|e| anyhow::anyhow!("OTLP: {e}"))?;
+        aggregator.set_otlp(sender, stats);
+    }
     tokio::spawn(collector.run());
     tokio::spawn(aggregator.run());
     let server = tokio::spawn(async move { axum::serve(listener, api::router(handle)).await });

@@ -27,7 +27,10 @@ use self::{
 };
 use crate::{
     collect::{AgentDrops, Batch, Event, KernelCounters, monotonic_ns},
-    export::events::EventsSender,
+    export::{
+        events::EventsSender,
+        otlp::{ExportStats, OtlpSender, convert::ProcessResource},
+    },
     probes::{
         gc::GcProbeEvent,
         http::RequestProbeEvent,
@@ -242,7 +245,8 @@ impl ProcessState {
         };
         let (trace_id, parent, generated, flags) = match a.trace {
             requests::TraceOrigin::Header(t) => (t.trace_id, Some(t.parent_id), false, t.flags),
-            requests::TraceOrigin::Generated(id) => (id, None, true, 0),
+            // gort records it, so its own root is sampled.
+            requests::TraceOrigin::Generated(id) => (id, None, true, 1),
         };
         let span_id = requests::random_id();
         let name = |raw: u8| target.wait_reason_name(raw).0.to_string();
@@ -405,6 +409,9 @@ pub struct State {
     pub unknown_binary_events: u64,
     /// Where `--events` records go.
     pub events: Option<EventsSender>,
+    /// Where spans go, and what the OTLP exporter could not send.
+    pub otlp: Option<OtlpSender>,
+    pub export_stats: Option<Arc<ExportStats>>,
     last_sweep_ns: u64,
 }
 
@@ -422,6 +429,8 @@ impl State {
             agent_drops,
             unknown_binary_events: 0,
             events: None,
+            otlp: None,
+            export_stats: None,
             last_sweep_ns: 0,
         }
     }
@@ -513,6 +522,7 @@ impl State {
 
     fn apply_request(&mut self, e: RequestProbeEvent) {
         let events = self.events.clone();
+        let otlp = self.otlp.clone();
         let Some(p) = self.process_for(e.binary as u32, e.pid) else {
             return;
         };
@@ -537,6 +547,15 @@ impl State {
         let record = p.request_record(e.goid, active, e.ns, route);
         if let Some(events) = events {
             events.send_request(&record);
+        }
+        // As a parent-based sampler would: spans only for requests the caller sampled.
+        if let Some(otlp) = otlp.filter(|_| record.trace_flags & 1 == 1) {
+            let process = ProcessResource {
+                pid: p.pid,
+                service: p.service.clone(),
+                exe: p.binary.exe.clone(),
+            };
+            otlp.send_request(process, record.clone());
         }
         p.requests.record(record);
     }
@@ -742,6 +761,12 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
+    /// Sends finished requests to the OTLP exporter too.
+    pub fn set_otlp(&mut self, sender: OtlpSender, stats: Arc<ExportStats>) {
+        self.state.otlp = Some(sender);
+        self.state.export_stats = Some(stats);
+    }
+
     pub fn new(state: State, events: mpsc::Receiver<Batch>) -> (Aggregator, QueryHandle) {
         let (tx, queries) = mpsc::channel(64);
         (

@@ -61,7 +61,7 @@ pub struct RequestRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
     #[serde(skip)]
-    #[expect(dead_code, reason = "for the OTLP span exporter, next")]
+    #[expect(dead_code, reason = "kept for ordering by the monotonic clock")]
     pub start_ns: u64,
     #[serde(skip)]
     pub end_ns: u64,
@@ -74,7 +74,6 @@ pub struct RequestRecord {
     pub longest_block: Option<LongestBlock>,
     /// Blocks of at least `--span-min-block`, for child spans.
     #[serde(skip)]
-    #[expect(dead_code, reason = "for the OTLP span exporter, next")]
     pub block_spans: Vec<BlockSpan>,
 }
 
@@ -95,7 +94,6 @@ pub struct LongestBlock {
 }
 
 #[derive(Debug, Clone)]
-#[expect(dead_code, reason = "for the OTLP span exporter, next")]
 pub struct BlockSpan {
     pub reason: String,
     pub start_unix_ns: u64,

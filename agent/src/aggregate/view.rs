@@ -20,12 +20,18 @@ pub struct MetricsView {
     pub lost: Vec<(&'static str, u64)>,
     /// Kernel activity: (stat, count).
     pub probe_stats: Vec<(&'static str, u64)>,
+    /// OTLP export, when on: (signal, sent, dropped).
+    pub export: Vec<(&'static str, u64, u64)>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ProcessMetrics {
     pub pid: u32,
     pub service: String,
+    /// The executable's path.
+    pub exe: String,
+    /// When gort began watching it (wall clock): the start of cumulative series.
+    pub first_seen_unix_ns: u64,
     pub exited: bool,
     pub reasons: Vec<ReasonMetrics>,
     /// The runtime's scheduling-latency histogram, when readable.
@@ -93,6 +99,8 @@ pub fn metrics(state: &State) -> MetricsView {
             ProcessMetrics {
                 pid: p.pid,
                 service: p.service.clone(),
+                exe: p.binary.exe.clone(),
+                first_seen_unix_ns: WallClock::now().unix_ns(p.first_seen_ns),
                 exited: p.exited_ns.is_some(),
                 reasons: reasons.into_values().collect(),
                 sched_latency: p.sched_latency.clone(),
@@ -148,10 +156,22 @@ pub fn metrics(state: &State) -> MetricsView {
             k.stats[Stat::ResumesUnmatched as usize],
         ),
     ];
+    let export = state
+        .export_stats
+        .as_ref()
+        .map(|s| {
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            vec![
+                ("traces", n(&s.spans_sent), n(&s.spans_dropped)),
+                ("metrics", n(&s.metrics_sent), n(&s.metrics_dropped)),
+            ]
+        })
+        .unwrap_or_default();
     MetricsView {
         processes,
         lost,
         probe_stats,
+        export,
     }
 }
 

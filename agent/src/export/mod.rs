@@ -2,4 +2,5 @@
 
 pub mod api;
 pub mod events;
+pub mod otlp;
 pub mod prometheus;

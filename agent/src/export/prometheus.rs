@@ -305,6 +305,27 @@ impl Collector for ViewCollector {
             ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
         }
 
+        for (name, help, pick) in [
+            (
+                "gort_export_sent",
+                "Spans (one per request and per long block) and metrics exports sent over OTLP.",
+                0,
+            ),
+            (
+                "gort_export_dropped",
+                "Requests whose spans, and metrics exports, the OTLP exporter dropped (queue full or \
+                 the receiver failing).",
+                1,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (signal, sent, dropped) in &view.export {
+                let labels: Labels = vec![("signal", signal.to_string())];
+                ConstCounter::new(if pick == 0 { *sent } else { *dropped })
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+
         let mut family = encoder.encode_descriptor(
             "gort_probe_events",
             "Probe hits seen by the kernel side, by kind (parks; resumes of parks seen; resumes \
@@ -337,6 +358,8 @@ mod tests {
             processes: vec![ProcessMetrics {
                 pid: 42,
                 service: "checkout".into(),
+                exe: "/srv/checkout".into(),
+                first_seen_unix_ns: 0,
                 exited: false,
                 reasons: vec![ReasonMetrics {
                     reason: "chan receive".into(),
@@ -357,6 +380,7 @@ mod tests {
             }],
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],
+            export: vec![],
         };
         let text = encode(view);
         let l = r#"pid="42",service="checkout",reason="chan receive""#;
