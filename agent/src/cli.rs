@@ -118,6 +118,11 @@ pub struct RunOptions {
     #[arg(long = "otlp-header")]
     pub otlp_headers: Vec<String>,
 
+    /// Finished requests waiting for the OTLP receiver at most; beyond, the oldest are dropped
+    /// (counted in gort_export_dropped_total).
+    #[arg(long, default_value_t = 10_000)]
+    pub otlp_max_queue: usize,
+
     /// Write records of events (requests, panics, fatal errors) as NDJSON to this file, or `-` for
     /// standard output.
     #[arg(long)]

@@ -150,7 +150,11 @@ pub async fn run(o: RunOptions) -> Result<()> {
         &o.otlp_headers,
         &env,
     )
-    .map_err(|e| anyhow::anyhow!("OTLP: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("OTLP: {e}"))?
+    .map(|c| OtlpConfig {
+        max_queue: o.otlp_max_queue.max(1),
+        ..c
+    });
 
     let (tx, rx) = mpsc::channel(1024);
     let collector = Collector::new(

@@ -223,12 +223,18 @@ pub struct Gort {
 impl Gort {
     /// Starts `gort run ARGS --listen 127.0.0.1:<free port>` and waits until it serves.
     pub fn start(args: &[&str]) -> Result<Gort> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        Gort::start_with_env(args, &[])
+    }
+
+    /// [`Gort::start`] with more environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Gort> {
+        let port = free_port()?;
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(gort_bin())
             .arg("run")
             .args(args)
             .args(["--listen", &listen])
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -407,6 +413,94 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
         rest = &after[end..];
     }
     out
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The independent OTLP receiver (`tests/otlp/receiver.py`: the official protobuf
+/// definitions from PyPI's `opentelemetry-proto`, and grpcio), collecting what it decodes.
+pub struct OtlpReceiver {
+    child: Child,
+    pub grpc_port: u16,
+    pub http_port: u16,
+    received: std::sync::Arc<Mutex<Vec<Value>>>,
+}
+
+impl OtlpReceiver {
+    /// Starts the receiver, on the given ports (0: any free one).
+    pub fn start(grpc_port: u16, http_port: u16) -> Result<OtlpReceiver> {
+        let python = workspace_root().join("target/toolchains/python");
+        ensure!(
+            python.join(".installed").exists(),
+            "the OTLP receiver's Python packages are not installed at {}: run `cargo xtask setup`",
+            python.display()
+        );
+        let mut child = Command::new("python3")
+            .arg(workspace_root().join("tests/otlp/receiver.py"))
+            .args(["--grpc-port", &grpc_port.to_string()])
+            .args(["--http-port", &http_port.to_string()])
+            .env("PYTHONPATH", &python)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("start the OTLP receiver")?;
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let ports: Value =
+            serde_json::from_str(&line).with_context(|| format!("receiver said `{line}`"))?;
+        let received = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+                }
+            }
+        });
+        Ok(OtlpReceiver {
+            child,
+            grpc_port: ports["grpc_port"].as_u64().context("grpc port")? as u16,
+            http_port: ports["http_port"].as_u64().context("http port")? as u16,
+            received,
+        })
+    }
+
+    /// Every export received so far, decoded.
+    pub fn received(&self) -> Vec<Value> {
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Every span received so far, each with its resource's attributes under `resource`.
+    pub fn spans(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        for export in self.received().iter().filter(|e| e["signal"] == "traces") {
+            for r in export["resources"].as_array().into_iter().flatten() {
+                for scope in r["scopes"].as_array().into_iter().flatten() {
+                    for span in scope["spans"].as_array().into_iter().flatten() {
+                        let mut span = span.clone();
+                        span["resource"] = r["resource"].clone();
+                        out.push(span);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Polls `check` until it returns Ok or `timeout` passes; returns the last error then.

@@ -20,8 +20,18 @@ pub const GO_VERSIONS: &[&str] = &[
 /// The Go release the demo service is built with.
 pub const DEMO_GO_VERSION: &str = "1.22.10";
 
-/// Debian packages the tests and benchmarks use (beyond the eBPF toolchain).
-pub const TEST_PACKAGES: &[&str] = &[];
+/// Debian packages the tests and benchmarks use (beyond the eBPF toolchain): a real
+/// Prometheus scrapes gort in the exemplar test.
+pub const TEST_PACKAGES: &[&str] = &["prometheus"];
+
+/// PyPI packages of the independent OTLP receiver the tests decode gort's exports with (the
+/// official protobuf definitions and gRPC), pinned.
+pub const TEST_PYTHON_PACKAGES: &[&str] = &[
+    "opentelemetry-proto==1.45.2",
+    "protobuf==7.36.2",
+    "grpcio==1.85.1",
+    "typing_extensions==4.16.0",
+];
 
 const BPF_LINKER_VERSION: &str = "0.10.0";
 
@@ -44,6 +54,7 @@ pub fn run(o: Options) -> Result<()> {
         println!("go {v}: {}", ensure_go(v)?.display());
     }
     ensure_apt(TEST_PACKAGES)?;
+    println!("python: {}", ensure_python_packages()?.display());
     Ok(())
 }
 
@@ -267,6 +278,40 @@ pub fn ensure_go(version: &str) -> Result<PathBuf> {
         go.display()
     );
     Ok(go)
+}
+
+/// Installs [`TEST_PYTHON_PACKAGES`] into `target/toolchains/python` (the tests put it on
+/// PYTHONPATH) when missing.
+pub fn ensure_python_packages() -> Result<PathBuf> {
+    let dir = workspace_root().join("target/toolchains/python");
+    let stamp = dir.join(".installed");
+    let want = TEST_PYTHON_PACKAGES.join("\n");
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+        return Ok(dir);
+    }
+    println!("installing {} (PyPI)", TEST_PYTHON_PACKAGES.join(" "));
+    let tmp = dir.with_extension("partial");
+    let _ = fs::remove_dir_all(&tmp);
+    run_cmd(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "--target",
+            ])
+            .arg(&tmp)
+            .args(TEST_PYTHON_PACKAGES),
+    )?;
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&tmp, &dir)?;
+    fs::write(&stamp, want)?;
+    Ok(dir)
 }
 
 /// Builds the `gort` binary with the release profile (what the demo and the benchmarks run).

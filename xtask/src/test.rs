@@ -27,6 +27,7 @@ pub fn run(o: Options) -> Result<()> {
         setup::ensure_go(v)?;
     }
     setup::ensure_apt(setup::TEST_PACKAGES)?;
+    setup::ensure_python_packages()?;
     build_ebpf::run(build_ebpf::Options::default())?;
 
     let cargo = || {

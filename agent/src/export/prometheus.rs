@@ -308,7 +308,8 @@ impl Collector for ViewCollector {
         for (name, help, pick) in [
             (
                 "gort_export_sent",
-                "Spans (one per request and per long block) and metrics exports sent over OTLP.",
+                "Requests exported as spans (with their block spans), and metrics exports, sent over \
+                 OTLP.",
                 0,
             ),
             (

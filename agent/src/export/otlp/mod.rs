@@ -28,8 +28,8 @@ use tokio::sync::mpsc;
 use self::convert::ProcessResource;
 use crate::aggregate::{QueryHandle, requests::RequestRecord};
 
-/// Requests waiting to be sent at most; beyond, the oldest are dropped (and counted).
-const MAX_QUEUED: usize = 10_000;
+/// Finished requests on their way from the aggregator to the exporter's queue.
+const CHANNEL: usize = 1024;
 /// Spans of at most this many requests per export call.
 const BATCH: usize = 512;
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -51,6 +51,8 @@ pub struct OtlpConfig {
     pub metrics_interval: Duration,
     /// PEM certificates to trust for TLS (OTEL_EXPORTER_OTLP_CERTIFICATE).
     pub ca_file: Option<String>,
+    /// Requests waiting to be sent at most; beyond, the oldest are dropped (and counted).
+    pub max_queue: usize,
 }
 
 impl OtlpConfig {
@@ -121,6 +123,7 @@ impl OtlpConfig {
             timeout: ms("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000)?,
             metrics_interval: ms("OTEL_METRIC_EXPORT_INTERVAL", 60_000)?,
             ca_file: env("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+            max_queue: 10_000,
         }))
     }
 }
@@ -191,7 +194,7 @@ pub fn start(
     handle: QueryHandle,
 ) -> Result<(OtlpSender, Arc<ExportStats>), String> {
     let stats = Arc::new(ExportStats::default());
-    let (tx, rx) = mpsc::channel(MAX_QUEUED);
+    let (tx, rx) = mpsc::channel(CHANNEL);
     let client = Client::new(&config)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -234,7 +237,7 @@ impl Exporter {
             tokio::select! {
                 r = self.rx.recv() => match r {
                     Some(item) => {
-                        if self.queue.len() == MAX_QUEUED {
+                        if self.queue.len() >= self.config.max_queue {
                             self.queue.pop_front();
                             self.stats.spans_dropped.fetch_add(1, Ordering::Relaxed);
                         }
