@@ -159,6 +159,8 @@ pub struct ProcessState {
     /// None when the process was gone before gort could look at it.
     pub id: Option<ProcessId>,
     pub service: String,
+    /// Its container and pod, when its cgroup names them.
+    pub container: proc::ContainerIdentity,
     pub binary: Arc<AttachedBinary>,
     /// Runtime address minus link-time address; None if unknown (PIE process already gone).
     pub bias: Option<u64>,
@@ -474,6 +476,7 @@ impl State {
                 exited_ns: if id.is_some() { None } else { Some(now) },
                 id,
                 service,
+                container: proc::container_identity(pid),
                 bias,
                 memory,
                 binary,
@@ -554,6 +557,7 @@ impl State {
                 pid: p.pid,
                 service: p.service.clone(),
                 exe: p.binary.exe.clone(),
+                container: p.container.clone(),
             };
             otlp.send_request(process, record.clone());
         }

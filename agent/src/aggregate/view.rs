@@ -30,6 +30,7 @@ pub struct ProcessMetrics {
     pub service: String,
     /// The executable's path.
     pub exe: String,
+    pub container: crate::target::process::ContainerIdentity,
     /// When gort began watching it (wall clock): the start of cumulative series.
     pub first_seen_unix_ns: u64,
     pub exited: bool,
@@ -100,6 +101,7 @@ pub fn metrics(state: &State) -> MetricsView {
                 pid: p.pid,
                 service: p.service.clone(),
                 exe: p.binary.exe.clone(),
+                container: p.container.clone(),
                 first_seen_unix_ns: WallClock::now().unix_ns(p.first_seen_ns),
                 exited: p.exited_ns.is_some(),
                 reasons: reasons.into_values().collect(),

@@ -360,6 +360,7 @@ mod tests {
                 pid: 42,
                 service: "checkout".into(),
                 exe: "/srv/checkout".into(),
+                container: Default::default(),
                 first_seen_unix_ns: 0,
                 exited: false,
                 reasons: vec![ReasonMetrics {

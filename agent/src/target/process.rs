@@ -115,6 +115,52 @@ pub fn service_name(pid: u32) -> Result<String, ProcessError> {
     Ok(base.trim_end_matches(" (deleted)").to_string())
 }
 
+/// The container a process runs in, when its cgroup says (Docker, containerd, CRI-O, podman,
+/// Kubernetes): for the `container.id` and `k8s.pod.uid` resource attributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ContainerIdentity {
+    pub container_id: Option<String>,
+    pub pod_uid: Option<String>,
+}
+
+pub fn container_identity(pid: u32) -> ContainerIdentity {
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|c| parse_cgroup(&c))
+        .unwrap_or_default()
+}
+
+/// Finds the 64-hex-digit container id and the pod uid in cgroup paths such as
+/// `0::/kubepods.slice/kubepods-burstable-pod1f2e..._x.slice/cri-containerd-<id>.scope` or
+/// `12:cpu:/kubepods/besteffort/pod<uid>/<id>` or `0::/system.slice/docker-<id>.scope`.
+fn parse_cgroup(cgroup: &str) -> ContainerIdentity {
+    let mut out = ContainerIdentity::default();
+    for path in cgroup.lines().filter_map(|l| l.splitn(3, ':').nth(2)) {
+        for segment in path.split('/').rev() {
+            let name = segment.strip_suffix(".scope").unwrap_or(segment);
+            let name = name.strip_suffix(".slice").unwrap_or(name);
+            if out.container_id.is_none() {
+                let tail = name.rsplit(['-', ':']).next().unwrap_or(name);
+                if tail.len() == 64 && tail.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    out.container_id = Some(tail.to_ascii_lowercase());
+                }
+            }
+            if out.pod_uid.is_none() {
+                if let Some(i) = name.rfind("pod") {
+                    let uid = name[i + 3..].replace('_', "-");
+                    let dashes = uid.bytes().filter(|&b| b == b'-').count();
+                    if uid.len() == 36
+                        && dashes == 4
+                        && uid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+                    {
+                        out.pod_uid = Some(uid);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 fn otel_service_name(environ: &[u8]) -> Option<String> {
     environ
         .split(|&b| b == 0)
@@ -229,6 +275,40 @@ mod tests {
                 ..me
             }
             .is_alive()
+        );
+    }
+
+    #[test]
+    fn container_and_pod_from_cgroup_paths() {
+        let id = "3f1d2c4b5a69788776655443322110ffeeddccbbaa99887766554433221100aa";
+        let systemd = format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1f2e3d4c_5b6a_7980_a1b2_c3d4e5f60718.slice/cri-containerd-{id}.scope\n"
+        );
+        assert_eq!(
+            parse_cgroup(&systemd),
+            ContainerIdentity {
+                container_id: Some(id.into()),
+                pod_uid: Some("1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718".into()),
+            }
+        );
+        let cgroupfs = format!(
+            "12:cpu,cpuacct:/kubepods/besteffort/pod1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718/{id}\n"
+        );
+        assert_eq!(
+            parse_cgroup(&cgroupfs).pod_uid.as_deref(),
+            Some("1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718")
+        );
+        assert_eq!(
+            parse_cgroup(&format!("0::/system.slice/docker-{id}.scope\n")).container_id,
+            Some(id.into())
+        );
+        assert_eq!(
+            parse_cgroup("0::/user.slice/user-0.slice/session-3.scope\n"),
+            ContainerIdentity::default()
+        );
+        assert_eq!(
+            parse_cgroup("garbage\n::\n0::/pod/\n"),
+            ContainerIdentity::default()
         );
     }
 

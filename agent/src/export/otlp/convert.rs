@@ -20,6 +20,7 @@ use crate::aggregate::{
     requests::RequestRecord,
     view::{MetricsView, ProcessMetrics},
 };
+use crate::target::process::ContainerIdentity;
 
 /// Who a process is, as OTLP resource attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -27,6 +28,7 @@ pub struct ProcessResource {
     pub pid: u32,
     pub service: String,
     pub exe: String,
+    pub container: ContainerIdentity,
 }
 
 pub fn kv(key: &str, value: impl Into<any_value::Value>) -> KeyValue {
@@ -63,7 +65,21 @@ fn resource(p: &ProcessResource, host: &str) -> Resource {
                 any_value::Value::StringValue(p.exe.clone()),
             ),
             kv("host.name", any_value::Value::StringValue(host.to_string())),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            p.container
+                .container_id
+                .as_ref()
+                .map(|id| kv("container.id", any_value::Value::StringValue(id.clone()))),
+        )
+        .chain(
+            p.container
+                .pod_uid
+                .as_ref()
+                .map(|uid| kv("k8s.pod.uid", any_value::Value::StringValue(uid.clone()))),
+        )
+        .collect(),
         ..Default::default()
     }
 }
@@ -229,6 +245,7 @@ pub fn metrics(view: &MetricsView, host: &str, now_unix_ns: u64) -> ExportMetric
                 pid: p.pid,
                 service: p.service.clone(),
                 exe: p.exe.clone(),
+                container: p.container.clone(),
             };
             ResourceMetrics {
                 resource: Some(resource(&r, host)),
@@ -483,6 +500,10 @@ mod tests {
             pid: 42,
             service: "shop".into(),
             exe: "/srv/bin/shop".into(),
+            container: ContainerIdentity {
+                container_id: Some("ab".repeat(32)),
+                pod_uid: None,
+            },
         }
     }
 
@@ -561,6 +582,11 @@ mod tests {
             string_attr(res, "process.pid"),
             Some(&any_value::Value::IntValue(42))
         );
+        assert_eq!(
+            string_attr(res, "container.id"),
+            Some(&any_value::Value::StringValue("ab".repeat(32)))
+        );
+        assert_eq!(string_attr(res, "k8s.pod.uid"), None);
         let spans = &rs.scope_spans[0].spans;
         assert_eq!(spans.len(), 4);
         let (server, block) = (&spans[0], &spans[1]);
@@ -604,6 +630,7 @@ mod tests {
             pid: 42,
             service: "shop".into(),
             exe: "/srv/bin/shop".into(),
+            container: ContainerIdentity::default(),
             first_seen_unix_ns: 5,
             exited: false,
             reasons: vec![ReasonMetrics {
