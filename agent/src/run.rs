@@ -165,14 +165,16 @@ pub async fn run(o: RunOptions) -> Result<()> {
         PARKED_SNAPSHOT_INTERVAL,
     );
     let (mut aggregator, handle) = Aggregator::new(state, rx);
+    let mut otlp_flush = None;
     if let Some(config) = otlp_config {
         eprintln!(
             "gort: exporting over OTLP ({:?}) to {} and {}",
             config.protocol, config.traces_endpoint, config.metrics_endpoint
         );
-        let (sender, stats) =
+        let (sender, stats, flush) =
             otlp::start(config, handle.clone()).map_err(|e| anyhow::anyhow!("OTLP: {e}"))?;
         aggregator.set_otlp(sender, stats);
+        otlp_flush = Some(flush);
     }
     tokio::spawn(collector.run());
     tokio::spawn(aggregator.run());
@@ -212,6 +214,10 @@ pub async fn run(o: RunOptions) -> Result<()> {
     }
     if let Some(a) = attachment.take() {
         probes.detach(a);
+    }
+    if let Some(flush) = otlp_flush {
+        // What was measured is not lost at shutdown, within reason.
+        flush.flush(Duration::from_secs(5)).await;
     }
     if server.is_finished() {
         server

@@ -85,7 +85,11 @@ fn run(go_version: &str, protocol: &str) -> Result<()> {
             "x-tenant=t1",
         ],
         &[
-            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+            // Over HTTP, every 10 minutes: the only metrics export is the one at shutdown.
+            (
+                "OTEL_METRIC_EXPORT_INTERVAL",
+                if protocol == "grpc" { "500" } else { "600000" },
+            ),
             (
                 "OTEL_EXPORTER_OTLP_HEADERS",
                 "authorization=Bearer%20s3cret",
@@ -244,15 +248,41 @@ fn run(go_version: &str, protocol: &str) -> Result<()> {
     // Metrics: once the program is idle, an export carries what /metrics shows.
     std::thread::sleep(Duration::from_secs(1));
     let prom = gort.metrics()?;
+    ensure!(
+        prom.get("gort_export_sent_total", &[("signal", "traces")]) == Some(REQUESTS as f64)
+            && prom.get("gort_export_dropped_total", &[("signal", "traces")]) == Some(0.0)
+            && prom.get("gort_export_dropped_total", &[("signal", "metrics")]) == Some(0.0),
+        "export counters"
+    );
     let since = receiver.received().len();
-    let metrics = eventually(Duration::from_secs(10), || {
-        let exports = receiver.received();
-        let m = exports[since.min(exports.len())..]
-            .iter()
-            .rfind(|e| e["signal"] == "metrics")
-            .context("no metrics export yet")?;
-        Ok(m.clone())
-    })?;
+    let mut gort = Some(gort);
+    let metrics = if protocol == "grpc" {
+        eventually(Duration::from_secs(10), || {
+            let exports = receiver.received();
+            let m = exports[since.min(exports.len())..]
+                .iter()
+                .rfind(|e| e["signal"] == "metrics")
+                .context("no metrics export yet")?;
+            Ok(m.clone())
+        })?
+    } else {
+        let metrics_exports = || {
+            receiver
+                .received()
+                .into_iter()
+                .filter(|e| e["signal"] == "metrics")
+                .collect::<Vec<_>>()
+        };
+        ensure!(metrics_exports().is_empty(), "metrics exported early");
+        gort.take().context("gort")?.stop()?;
+        let exports = metrics_exports();
+        ensure!(
+            exports.len() == 1,
+            "{} metrics exports at shutdown",
+            exports.len()
+        );
+        exports[0].clone()
+    };
     let resource = &metrics["resources"][0];
     ensure!(
         resource["resource"]["service.name"] == "checkout"
@@ -356,15 +386,10 @@ fn run(go_version: &str, protocol: &str) -> Result<()> {
         "histogram {hist}"
     );
 
-    let m = gort.metrics()?;
-    ensure!(
-        m.get("gort_export_sent_total", &[("signal", "traces")]) == Some(REQUESTS as f64)
-            && m.get("gort_export_dropped_total", &[("signal", "traces")]) == Some(0.0)
-            && m.get("gort_export_dropped_total", &[("signal", "metrics")]) == Some(0.0),
-        "export counters"
-    );
     program.finish()?;
-    gort.stop()?;
+    if let Some(gort) = gort {
+        gort.stop()?;
+    }
     drop(pod);
     Ok(())
 }

@@ -188,13 +188,28 @@ impl OtlpSender {
     }
 }
 
+/// Asks the exporter to send what it holds, at shutdown.
+#[derive(Debug)]
+pub struct OtlpFlush(mpsc::Sender<tokio::sync::oneshot::Sender<()>>);
+
+impl OtlpFlush {
+    /// Sends the queued spans and a last metrics export, giving up after `deadline`.
+    pub async fn flush(self, deadline: Duration) {
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        if self.0.send(done_tx).await.is_ok() {
+            let _ = tokio::time::timeout(deadline, done_rx).await;
+        }
+    }
+}
+
 /// Starts the exporter task.
 pub fn start(
     config: OtlpConfig,
     handle: QueryHandle,
-) -> Result<(OtlpSender, Arc<ExportStats>), String> {
+) -> Result<(OtlpSender, Arc<ExportStats>, OtlpFlush), String> {
     let stats = Arc::new(ExportStats::default());
     let (tx, rx) = mpsc::channel(CHANNEL);
+    let (flush_tx, flush_rx) = mpsc::channel(1);
     let client = Client::new(&config)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -204,6 +219,7 @@ pub fn start(
         client,
         handle,
         rx,
+        flush_rx,
         stats: stats.clone(),
         host,
         queue: VecDeque::new(),
@@ -215,6 +231,7 @@ pub fn start(
             stats: stats.clone(),
         },
         stats,
+        OtlpFlush(flush_tx),
     ))
 }
 
@@ -223,6 +240,7 @@ struct Exporter {
     client: Client,
     handle: QueryHandle,
     rx: mpsc::Receiver<(ProcessResource, RequestRecord)>,
+    flush_rx: mpsc::Receiver<tokio::sync::oneshot::Sender<()>>,
     stats: Arc<ExportStats>,
     host: String,
     queue: VecDeque<(ProcessResource, RequestRecord)>,
@@ -237,28 +255,31 @@ impl Exporter {
             tokio::select! {
                 r = self.rx.recv() => match r {
                     Some(item) => {
-                        if self.queue.len() >= self.config.max_queue {
-                            self.queue.pop_front();
-                            self.stats.spans_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                        self.queue.push_back(item);
+                        self.enqueue(item);
                         continue;
                     }
                     None => return,
                 },
+                Some(done) = self.flush_rx.recv() => {
+                    while let Ok(item) = self.rx.try_recv() {
+                        self.enqueue(item);
+                    }
+                    while !self.queue.is_empty() {
+                        if let Err(e) = self.send_batch().await {
+                            log::warn!("OTLP traces export at shutdown failed: {e}");
+                            break;
+                        }
+                    }
+                    self.send_metrics().await;
+                    let _ = done.send(());
+                    return;
+                }
                 _ = tick.tick() => {}
             }
             let now = Instant::now();
             if !self.queue.is_empty() && now >= spans_retry_at {
-                let n = self.queue.len().min(BATCH);
-                let batch: Vec<_> = self.queue.iter().take(n).cloned().collect();
-                let request = convert::spans(&batch, &self.host);
-                match self.client.send_traces(request).await {
-                    Ok(()) => {
-                        self.queue.drain(..n);
-                        self.stats.spans_sent.fetch_add(n as u64, Ordering::Relaxed);
-                        spans_backoff = Duration::from_secs(1);
-                    }
+                match self.send_batch().await {
+                    Ok(()) => spans_backoff = Duration::from_secs(1),
                     Err(e) => {
                         log::warn!(
                             "OTLP traces export failed (retrying in {spans_backoff:?}): {e}"
@@ -270,26 +291,51 @@ impl Exporter {
             }
             if now >= next_metrics {
                 next_metrics = now + self.config.metrics_interval;
-                if let Some(view) = self.handle.metrics().await {
-                    let unix = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_nanos() as u64)
-                        .unwrap_or(0);
-                    match self
-                        .client
-                        .send_metrics(convert::metrics(&view, &self.host, unix))
-                        .await
-                    {
-                        Ok(()) => {
-                            self.stats.metrics_sent.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            // Cumulative values: the next export carries them; this one is dropped.
-                            log::warn!("OTLP metrics export failed: {e}");
-                            self.stats.metrics_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
+                self.send_metrics().await;
+            }
+        }
+    }
+
+    fn enqueue(&mut self, item: (ProcessResource, RequestRecord)) {
+        if self.queue.len() >= self.config.max_queue {
+            self.queue.pop_front();
+            self.stats.spans_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.queue.push_back(item);
+    }
+
+    /// Sends the oldest queued requests; they leave the queue once the receiver took them.
+    async fn send_batch(&mut self) -> Result<(), String> {
+        let n = self.queue.len().min(BATCH);
+        let batch: Vec<_> = self.queue.iter().take(n).cloned().collect();
+        self.client
+            .send_traces(convert::spans(&batch, &self.host))
+            .await?;
+        self.queue.drain(..n);
+        self.stats.spans_sent.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn send_metrics(&mut self) {
+        let Some(view) = self.handle.metrics().await else {
+            return;
+        };
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        match self
+            .client
+            .send_metrics(convert::metrics(&view, &self.host, unix))
+            .await
+        {
+            Ok(()) => {
+                self.stats.metrics_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Cumulative values: the next export carries them; this one is dropped.
+                log::warn!("OTLP metrics export failed: {e}");
+                self.stats.metrics_dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
