@@ -39,8 +39,13 @@ pub struct DurationHistogram {
 }
 
 impl DurationHistogram {
+    /// The bucket (index into [`Self::buckets_seconds`]) a duration falls in.
+    pub fn bucket_of(ns: u64) -> usize {
+        DURATION_BOUNDS_NS.partition_point(|&b| b < ns)
+    }
+
     pub fn record(&mut self, ns: u64) {
-        let slot = DURATION_BOUNDS_NS.partition_point(|&b| b < ns);
+        let slot = Self::bucket_of(ns);
         self.counts[slot] += 1;
         self.sum_ns += ns as u128;
         self.count += 1;

@@ -250,14 +250,13 @@ impl ProcessState {
             // gort records it, so its own root is sampled.
             requests::TraceOrigin::Generated(id) => (id, None, true, 1),
         };
-        let span_id = requests::random_id();
         let name = |raw: u8| target.wait_reason_name(raw).0.to_string();
         requests::RequestRecord {
             kind: "request",
             trace_id: traceparent::hex(&trace_id),
             parent_span_id: parent.map(|p| traceparent::hex(&p)),
             trace_id_generated: generated,
-            span_id: traceparent::hex(&span_id[..8]),
+            span_id: traceparent::hex(&a.span_id),
             trace_flags: flags,
             pid: self.pid,
             service: self.service.clone(),
@@ -674,11 +673,15 @@ impl State {
                 frames,
                 ..
             } => {
-                p.requests
-                    .on_block(goid, reason, park_ns, resume_ns, &frames, span_min_ns);
+                let span =
+                    p.requests
+                        .on_block(goid, reason, park_ns, resume_ns, &frames, span_min_ns);
                 p.blocking.on_block(
                     goid, g, reason, park_ns, resume_ns, &frames, &limits, &reader,
-                )
+                );
+                if let Some(span) = span {
+                    p.blocking.on_traced_block(reason, park_ns, resume_ns, span);
+                }
             }
             SchedEvent::ResumeUnmatched {
                 goid, g, resume_ns, ..

@@ -5,7 +5,10 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use super::histogram::DurationHistogram;
+use super::{
+    histogram::{DURATION_BOUNDS_NS, DurationHistogram},
+    requests::SpanContext,
+};
 use crate::target::walk::{G_DEAD, G_IDLE, G_WAITING, WalkedGoroutine};
 
 /// Where a goroutine comes from, as raw runtime addresses.
@@ -29,6 +32,17 @@ pub trait GoroutineReader {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReasonStats {
     pub histogram: DurationHistogram,
+    /// Per histogram bucket, the latest block that happened in a traced request.
+    pub exemplars: [Option<BlockExemplar>; DURATION_BOUNDS_NS.len() + 1],
+}
+
+/// A block inside a traced request, for the OpenMetrics exemplar of its histogram bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockExemplar {
+    pub span: SpanContext,
+    pub ns: u64,
+    /// When it ended (CLOCK_MONOTONIC).
+    pub at_ns: u64,
 }
 
 /// What a goroutine is doing, as far as the probes tell.
@@ -168,6 +182,18 @@ impl ProcessBlocking {
             gr.record_block(reason, ns, frames);
             gr.set_state(GoroutineState::Running);
             gr.last_event_ns = resume_ns;
+        }
+    }
+
+    /// A park inside a traced request ended: the newest exemplar of its bucket.
+    pub fn on_traced_block(&mut self, reason: u8, park_ns: u64, resume_ns: u64, span: SpanContext) {
+        let ns = resume_ns.saturating_sub(park_ns);
+        if let Some(stats) = self.reasons.get_mut(&reason) {
+            stats.exemplars[DurationHistogram::bucket_of(ns)] = Some(BlockExemplar {
+                span,
+                ns,
+                at_ns: resume_ns,
+            });
         }
     }
 

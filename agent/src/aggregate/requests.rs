@@ -23,12 +23,21 @@ pub const MAX_BLOCK_SPANS: usize = 64;
 pub struct ActiveRequest {
     pub start_ns: u64,
     pub trace: TraceOrigin,
+    /// The span gort gives the request (for OTLP and exemplars).
+    pub span_id: [u8; 8],
     pub method: String,
     pub blocking: BTreeMap<u8, (u64, u64)>,
     /// The longest block: (reason, park_ns, resume_ns, frames).
     pub longest: Option<(u8, u64, u64, Box<[u64]>)>,
     /// Blocks long enough for a child span: (reason, park_ns, resume_ns, frames).
     pub block_spans: Vec<(u8, u64, u64, Box<[u64]>)>,
+}
+
+/// The span a block happened in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
 }
 
 /// Where a request's trace id comes from.
@@ -140,6 +149,7 @@ impl Requests {
             ActiveRequest {
                 start_ns,
                 trace,
+                span_id: random_id()[..8].try_into().expect("8 of 16 bytes"),
                 method,
                 blocking: BTreeMap::new(),
                 longest: None,
@@ -148,7 +158,9 @@ impl Requests {
         );
     }
 
-    /// A park of `goid` ended; counted if it serves a request.
+    /// A park of `goid` ended; counted if it serves a request. Returns the request's trace
+    /// context when its trace is recorded (the caller sampled it, or gort made it up), for
+    /// exemplars.
     pub fn on_block(
         &mut self,
         goid: u64,
@@ -157,12 +169,10 @@ impl Requests {
         resume_ns: u64,
         frames: &[u64],
         span_min_ns: u64,
-    ) {
-        let Some(r) = self.active.get_mut(&goid) else {
-            return;
-        };
+    ) -> Option<SpanContext> {
+        let r = self.active.get_mut(&goid)?;
         if park_ns < r.start_ns {
-            return;
+            return None;
         }
         let ns = resume_ns.saturating_sub(park_ns);
         let e = r.blocking.entry(reason).or_default();
@@ -189,6 +199,17 @@ impl Requests {
                 r.block_spans
                     .push((reason, park_ns, resume_ns, frames.into()));
             }
+        }
+        match r.trace {
+            TraceOrigin::Header(t) if t.flags & 1 == 0 => None,
+            TraceOrigin::Header(t) => Some(SpanContext {
+                trace_id: t.trace_id,
+                span_id: r.span_id,
+            }),
+            TraceOrigin::Generated(trace_id) => Some(SpanContext {
+                trace_id,
+                span_id: r.span_id,
+            }),
         }
     }
 

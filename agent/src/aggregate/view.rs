@@ -62,9 +62,22 @@ pub struct ReasonMetrics {
     pub reason: String,
     pub histogram: DurationHistogram,
     pub parked_now: u64,
+    /// The newest traced block per histogram bucket.
+    pub exemplars: Vec<Exemplar>,
+}
+
+/// A block inside a traced request, as an OpenMetrics exemplar of its histogram bucket.
+#[derive(Debug, Clone)]
+pub struct Exemplar {
+    pub bucket: usize,
+    pub trace_id: String,
+    pub span_id: String,
+    pub seconds: f64,
+    pub unix_ns: u64,
 }
 
 pub fn metrics(state: &State) -> MetricsView {
+    let clock = WallClock::now();
     let processes = state
         .processes
         .values()
@@ -73,12 +86,28 @@ pub fn metrics(state: &State) -> MetricsView {
             let mut reasons: std::collections::BTreeMap<u8, ReasonMetrics> = Default::default();
             let name = |raw: u8| target.wait_reason_name(raw).0.to_string();
             for (&raw, stats) in &p.blocking.reasons {
+                let exemplars = stats
+                    .exemplars
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(bucket, e)| {
+                        let e = e.as_ref()?;
+                        Some(Exemplar {
+                            bucket,
+                            trace_id: super::traceparent::hex(&e.span.trace_id),
+                            span_id: super::traceparent::hex(&e.span.span_id),
+                            seconds: e.ns as f64 / 1e9,
+                            unix_ns: clock.unix_ns(e.at_ns),
+                        })
+                    })
+                    .collect();
                 reasons.insert(
                     raw,
                     ReasonMetrics {
                         reason: name(raw),
                         histogram: stats.histogram.clone(),
                         parked_now: 0,
+                        exemplars,
                     },
                 );
             }
@@ -89,6 +118,7 @@ pub fn metrics(state: &State) -> MetricsView {
                         reason: name(raw),
                         histogram: DurationHistogram::default(),
                         parked_now: 0,
+                        exemplars: Vec::new(),
                     })
                     .parked_now = n;
             }
@@ -102,7 +132,7 @@ pub fn metrics(state: &State) -> MetricsView {
                 service: p.service.clone(),
                 exe: p.binary.exe.clone(),
                 container: p.container.clone(),
-                first_seen_unix_ns: WallClock::now().unix_ns(p.first_seen_ns),
+                first_seen_unix_ns: clock.unix_ns(p.first_seen_ns),
                 exited: p.exited_ns.is_some(),
                 reasons: reasons.into_values().collect(),
                 sched_latency: p.sched_latency.clone(),

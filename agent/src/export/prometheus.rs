@@ -3,7 +3,9 @@
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
+    encoding::{
+        DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder, NoLabelSet,
+    },
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::{Registry, Unit},
 };
@@ -15,18 +17,97 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Encodes a snapshot as OpenMetrics text.
 pub fn encode(view: MetricsView) -> String {
+    let mut block_durations = String::new();
+    encode_block_durations(&view, &mut block_durations);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ViewCollector(view)));
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)
         .expect("writing to a String cannot fail");
+    // prometheus-client builds exemplars only from its own live histograms, so the one family
+    // that carries them is written here, before the end marker.
+    let end = out.rfind("# EOF").unwrap_or(out.len());
+    out.insert_str(end, &block_durations);
     out
+}
+
+/// A label value as OpenMetrics quotes it.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `gort_goroutine_block_duration_seconds`, with an exemplar on each bucket that saw a block
+/// inside a traced request: the newest such block's trace and span ids, duration and time.
+fn encode_block_durations(view: &MetricsView, out: &mut String) {
+    use std::fmt::Write;
+    let name = "gort_goroutine_block_duration_seconds";
+    let _ = write!(
+        out,
+        "# HELP {name} Distribution of park durations (park to running), by wait reason.\n\
+         # TYPE {name} histogram\n# UNIT {name} seconds\n"
+    );
+    for p in &view.processes {
+        for r in &p.reasons {
+            let labels = format!(
+                "pid=\"{}\",service=\"{}\",reason=\"{}\"",
+                p.pid,
+                escape(&p.service),
+                escape(&r.reason)
+            );
+            let h = &r.histogram;
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_ns() as f64 / 1e9);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
+            let mut cumulative = 0;
+            for (i, (bound, n)) in h.buckets_seconds().into_iter().enumerate() {
+                cumulative += n;
+                let le = if bound == f64::MAX {
+                    "+Inf".to_string()
+                } else {
+                    bound.to_string()
+                };
+                let _ = write!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+                if let Some(e) = r.exemplars.iter().find(|e| e.bucket == i) {
+                    let _ = write!(
+                        out,
+                        " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {:.3}",
+                        e.trace_id,
+                        e.span_id,
+                        e.seconds,
+                        e.unix_ns as f64 / 1e9
+                    );
+                }
+                out.push('\n');
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
 struct ViewCollector(MetricsView);
 
 type Labels = Vec<(&'static str, String)>;
+
+/// Labels with their values escaped as OpenMetrics requires (prometheus-client 0.24 writes
+/// values as given, and some come from the target: its service name, file paths).
+struct Escaped<'a>(&'a Labels);
+
+impl EncodeLabelSet for Escaped<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        for (name, value) in self.0 {
+            (*name, escape(value)).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
 
 impl Collector for ViewCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -51,7 +132,8 @@ impl Collector for ViewCollector {
             MetricType::Counter,
         )?;
         for (labels, r) in per_reason() {
-            ConstCounter::new(r.histogram.count()).encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(r.histogram.count())
+                .encode(family.encode_family(&Escaped(&labels))?)?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -63,26 +145,10 @@ impl Collector for ViewCollector {
         )?;
         for (labels, r) in per_reason() {
             ConstCounter::new(r.histogram.sum_ns() as f64 / 1e9)
-                .encode(family.encode_family(&labels)?)?;
+                .encode(family.encode_family(&Escaped(&labels))?)?;
         }
 
-        let mut family = encoder.encode_descriptor(
-            "gort_goroutine_block_duration",
-            "Distribution of park durations (park to running), by wait reason.",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        for (labels, r) in per_reason() {
-            let h = &r.histogram;
-            family
-                .encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(
-                    h.sum_ns() as f64 / 1e9,
-                    h.count(),
-                    &h.buckets_seconds(),
-                    None,
-                )?;
-        }
+        // gort_goroutine_block_duration_seconds: see encode_block_durations.
 
         let mut family = encoder.encode_descriptor(
             "gort_goroutines_blocked",
@@ -97,7 +163,8 @@ impl Collector for ViewCollector {
                     ("service", p.service.clone()),
                     ("reason", r.reason.clone()),
                 ];
-                ConstGauge::new(r.parked_now as i64).encode(family.encode_family(&labels)?)?;
+                ConstGauge::new(r.parked_now as i64)
+                    .encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
 
@@ -113,7 +180,7 @@ impl Collector for ViewCollector {
             let Some(h) = &p.sched_latency else { continue };
             let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
             family
-                .encode_family(&labels)?
+                .encode_family(&Escaped(&labels))?
                 .encode_histogram::<NoLabelSet>(
                     h.estimated_sum_seconds(),
                     h.count(),
@@ -138,7 +205,7 @@ impl Collector for ViewCollector {
                     ("reason", reason.clone()),
                 ];
                 family
-                    .encode_family(&labels)?
+                    .encode_family(&Escaped(&labels))?
                     .encode_histogram::<NoLabelSet>(
                         h.sum_ns() as f64 / 1e9,
                         h.count(),
@@ -156,7 +223,7 @@ impl Collector for ViewCollector {
         )?;
         for p in view.processes.iter().filter(|p| p.gc_probed) {
             let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
-            ConstCounter::new(p.gc_cycles).encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(p.gc_cycles).encode(family.encode_family(&Escaped(&labels))?)?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -170,7 +237,7 @@ impl Collector for ViewCollector {
             let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
             let h = &p.gc_mark;
             family
-                .encode_family(&labels)?
+                .encode_family(&Escaped(&labels))?
                 .encode_histogram::<NoLabelSet>(
                     h.sum_ns() as f64 / 1e9,
                     h.count(),
@@ -193,7 +260,7 @@ impl Collector for ViewCollector {
                     ("service", p.service.clone()),
                     ("kind", kind.to_string()),
                 ];
-                ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
+                ConstGauge::new(n as i64).encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
 
@@ -215,7 +282,7 @@ impl Collector for ViewCollector {
                 let labels: Labels =
                     vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
                 let n = if pick == 0 { counts.0 } else { counts.1 };
-                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                ConstCounter::new(n).encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
 
@@ -235,7 +302,7 @@ impl Collector for ViewCollector {
                     ("reason", reason.clone()),
                     ("created_by", site.clone()),
                 ];
-                ConstGauge::new(*n as i64).encode(family.encode_family(&labels)?)?;
+                ConstGauge::new(*n as i64).encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
 
@@ -255,7 +322,7 @@ impl Collector for ViewCollector {
                     ("recovered", recovered.to_string()),
                     ("site", site.clone()),
                 ];
-                ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+                ConstCounter::new(*n).encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
 
@@ -278,7 +345,7 @@ impl Collector for ViewCollector {
                 let labels: Labels =
                     vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
                 ConstCounter::new(if pick == 0 { counts.0 } else { counts.1 })
-                    .encode(family.encode_family(&labels)?)?;
+                    .encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
 
@@ -291,7 +358,8 @@ impl Collector for ViewCollector {
         )?;
         for p in &view.processes {
             let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
-            ConstGauge::new(i64::from(!p.exited)).encode(family.encode_family(&labels)?)?;
+            ConstGauge::new(i64::from(!p.exited))
+                .encode(family.encode_family(&Escaped(&labels))?)?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -302,7 +370,7 @@ impl Collector for ViewCollector {
         )?;
         for (cause, n) in &view.lost {
             let labels: Labels = vec![("cause", cause.to_string())];
-            ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(*n).encode(family.encode_family(&Escaped(&labels))?)?;
         }
 
         for (name, help, pick) in [
@@ -323,7 +391,7 @@ impl Collector for ViewCollector {
             for (signal, sent, dropped) in &view.export {
                 let labels: Labels = vec![("signal", signal.to_string())];
                 ConstCounter::new(if pick == 0 { *sent } else { *dropped })
-                    .encode(family.encode_family(&labels)?)?;
+                    .encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
 
@@ -336,7 +404,7 @@ impl Collector for ViewCollector {
         )?;
         for (kind, n) in &view.probe_stats {
             let labels: Labels = vec![("kind", kind.to_string())];
-            ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+            ConstCounter::new(*n).encode(family.encode_family(&Escaped(&labels))?)?;
         }
         Ok(())
     }
@@ -347,7 +415,7 @@ mod tests {
     use super::*;
     use crate::aggregate::{
         histogram::DurationHistogram,
-        view::{ProcessMetrics, ReasonMetrics},
+        view::{Exemplar, ProcessMetrics, ReasonMetrics},
     };
 
     #[test]
@@ -364,9 +432,16 @@ mod tests {
                 first_seen_unix_ns: 0,
                 exited: false,
                 reasons: vec![ReasonMetrics {
-                    reason: "chan receive".into(),
+                    reason: "chan \"receive\"".into(),
                     histogram: h,
                     parked_now: 3,
+                    exemplars: vec![Exemplar {
+                        bucket: 13,
+                        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                        span_id: "00f067aa0ba902b7".into(),
+                        seconds: 0.02,
+                        unix_ns: 1_700_000_000_123_000_000,
+                    }],
                 }],
                 sched_latency: None,
                 pauses: vec![],
@@ -385,14 +460,20 @@ mod tests {
             export: vec![],
         };
         let text = encode(view);
-        let l = r#"pid="42",service="checkout",reason="chan receive""#;
+        let l = r#"pid="42",service="checkout",reason="chan \"receive\"""#;
         for line in [
             format!("gort_goroutine_blocks_total{{{l}}} 2"),
             format!("gort_goroutine_blocked_seconds_total{{{l}}} 0.05"),
             format!("gort_goroutine_block_duration_seconds_count{{{l}}} 2"),
-            format!("gort_goroutine_block_duration_seconds_bucket{{le=\"0.025\",{l}}} 1"),
-            format!("gort_goroutine_block_duration_seconds_bucket{{le=\"0.05\",{l}}} 2"),
-            format!("gort_goroutine_block_duration_seconds_bucket{{le=\"+Inf\",{l}}} 2"),
+            format!("gort_goroutine_block_duration_seconds_bucket{{{l},le=\"0.01\"}} 0"),
+            format!(
+                "gort_goroutine_block_duration_seconds_bucket{{{l},le=\"0.025\"}} 1 # \
+                 {{trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"00f067aa0ba902b7\"}} \
+                 0.02 1700000000.123"
+            ),
+            format!("gort_goroutine_block_duration_seconds_bucket{{{l},le=\"0.05\"}} 2"),
+            format!("gort_goroutine_block_duration_seconds_bucket{{{l},le=\"+Inf\"}} 2"),
+            "# TYPE gort_goroutine_block_duration_seconds histogram".to_string(),
             format!("gort_goroutines_blocked{{{l}}} 3"),
             "gort_events_lost_total{cause=\"ringbuf_full\"} 0".to_string(),
             "gort_target_up{pid=\"42\",service=\"checkout\"} 1".to_string(),
@@ -400,12 +481,13 @@ mod tests {
             "gort_goroutines_created_total{pid=\"42\",service=\"checkout\"} 12".to_string(),
             "gort_panics_total{pid=\"42\",service=\"checkout\",recovered=\"true\",site=\"main.handle main.go:7\"} 2".to_string(),
             "gort_goroutine_leak_suspects{pid=\"42\",service=\"checkout\",reason=\"chan receive\",created_by=\"main.leak main.go:42\"} 300".to_string(),
-            "# EOF".to_string(),
         ] {
             assert!(
                 text.lines().any(|x| x == line),
                 "missing `{line}` in:\n{text}"
             );
         }
+        assert!(text.ends_with("\n# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1);
     }
 }

@@ -8,8 +8,8 @@ use opentelemetry_proto::tonic::{
     collector::{metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest},
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value},
     metrics::v1::{
-        AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
-        ResourceMetrics, ScopeMetrics, Sum, metric, number_data_point,
+        AggregationTemporality, Exemplar, Gauge, Histogram, HistogramDataPoint, Metric,
+        NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, exemplar, metric, number_data_point,
     },
     resource::v1::Resource,
     trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind},
@@ -355,7 +355,21 @@ fn process_metrics(p: &ProcessMetrics, now: u64) -> Vec<Metric> {
             .iter()
             .map(|r| {
                 let (b, s, c) = dur(&r.histogram);
-                hist_point(reason(&r.reason), b, s, c)
+                HistogramDataPoint {
+                    // The newest block inside a traced request, per bucket.
+                    exemplars: r
+                        .exemplars
+                        .iter()
+                        .map(|e| Exemplar {
+                            time_unix_nano: e.unix_ns,
+                            span_id: hex_bytes(&e.span_id),
+                            trace_id: hex_bytes(&e.trace_id),
+                            value: Some(exemplar::Value::AsDouble(e.seconds)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..hist_point(reason(&r.reason), b, s, c)
+                }
             })
             .collect(),
     ));
@@ -637,6 +651,13 @@ mod tests {
                 reason: "chan receive".into(),
                 histogram: h,
                 parked_now: 3,
+                exemplars: vec![crate::aggregate::view::Exemplar {
+                    bucket: 12,
+                    trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                    span_id: "00f067aa0ba902b7".into(),
+                    seconds: 0.003,
+                    unix_ns: 7,
+                }],
             }],
             sched_latency: None,
             pauses: vec![],
@@ -673,6 +694,15 @@ mod tests {
         assert_eq!(*point.bucket_counts.last().unwrap(), 1, "200 s: +Inf");
         assert_eq!(point.bucket_counts.iter().sum::<u64>(), 4);
         assert_eq!((point.start_time_unix_nano, point.time_unix_nano), (5, 9));
+        assert_eq!(point.exemplars.len(), 1);
+        assert_eq!(
+            point.exemplars[0].trace_id,
+            hex_bytes("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(
+            point.exemplars[0].value,
+            Some(exemplar::Value::AsDouble(0.003))
+        );
         let Some(metric::Data::Sum(count)) = &by_name("go.goroutine.count").data else {
             panic!("not a sum")
         };
