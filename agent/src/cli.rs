@@ -21,6 +21,32 @@ pub enum Command {
     Inspect(InspectOptions),
     /// Show the goroutine leak suspects a running `gort run` found, as a table.
     Leaks(LeaksOptions),
+    /// Write a pprof block profile of a process: attach for --seconds (needs root), or ask a
+    /// running `gort run` (--agent).
+    Profile(ProfileOptions),
+}
+
+#[derive(Args, Debug)]
+pub struct ProfileOptions {
+    /// The process to profile.
+    #[arg(long)]
+    pub pid: u32,
+
+    /// How long to measure.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+
+    /// Where to write the gzipped profile.proto (`go tool pprof FILE` reads it).
+    #[arg(short, long, default_value = "block.pb.gz")]
+    pub output: std::path::PathBuf,
+
+    /// Ask the `gort run` serving here instead of attaching.
+    #[arg(long)]
+    pub agent: Option<String>,
+
+    /// Keep the stacks entirely inside the runtime (its own goroutines' parks).
+    #[arg(long)]
+    pub runtime: bool,
 }
 
 #[derive(Args, Debug)]

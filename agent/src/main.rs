@@ -11,6 +11,7 @@ mod export;
 mod inspect;
 mod leaks_cmd;
 mod probes;
+mod profile_cmd;
 mod run;
 mod target;
 
@@ -32,12 +33,11 @@ fn main() -> ExitCode {
             }
         }),
         Command::Leaks(o) => leaks_cmd::run(&o).map(|()| ExitCode::SUCCESS),
-        Command::Run(o) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
+        Command::Run(o) => runtime()
             .and_then(|rt| rt.block_on(run::run(*o)))
+            .map(|()| ExitCode::SUCCESS),
+        Command::Profile(o) => runtime()
+            .and_then(|rt| rt.block_on(profile_cmd::run(o)))
             .map(|()| ExitCode::SUCCESS),
     };
     match result {
@@ -48,6 +48,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
 }
 
 fn chain(e: &anyhow::Error) -> String {

@@ -40,6 +40,16 @@ enum Want {
 }
 
 pub async fn run(o: RunOptions) -> Result<()> {
+    run_until(o, shutdown_signal(), None).await
+}
+
+/// Runs until `stop` completes (or the HTTP server fails); tells `ready` where it serves once
+/// attached.
+pub async fn run_until(
+    o: RunOptions,
+    stop: impl std::future::Future<Output = ()>,
+    ready: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+) -> Result<()> {
     let (want, open_path) = match (&o.pid, &o.exe) {
         (Some(pid), _) => {
             let id = ProcessId::of(*pid)?;
@@ -63,6 +73,7 @@ pub async fn run(o: RunOptions) -> Result<()> {
     let listener = TcpListener::bind(o.listen)
         .await
         .with_context(|| format!("cannot listen on {}", o.listen))?;
+    let local_addr = listener.local_addr()?;
 
     let settings = ProbeSettings {
         frame_min_ns: o.frame_min_block.as_nanos().min(u64::MAX as u128) as u64,
@@ -189,12 +200,15 @@ pub async fn run(o: RunOptions) -> Result<()> {
         exe_display,
         target.go_version(),
         target.gopark_returns.len(),
-        o.listen,
+        local_addr,
     );
 
     let mut attachment = Some(attachment);
     let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);
-    let shutdown = shutdown_signal();
+    if let Some(ready) = ready {
+        let _ = ready.send(local_addr);
+    }
+    let shutdown = stop;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

@@ -275,6 +275,11 @@ impl Gort {
         Ok(resp.body_mut().read_to_string()?)
     }
 
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let mut resp = ureq::get(&format!("{}{path}", self.base)).call()?;
+        Ok(resp.body_mut().with_config().limit(1 << 30).read_to_vec()?)
+    }
+
     pub fn get_json(&self, path: &str) -> Result<Value> {
         Ok(serde_json::from_str(&self.get(path)?)?)
     }

@@ -48,11 +48,16 @@ fn a_missing_function_leaves_one_family_out() {
         let gort = Gort::attach(program.pid, &[])?;
         let procs = gort.get_json("/api/v1/processes")?;
         let unavailable = &procs[0]["unavailable"];
+        // GC, for the renamed function; HTTP requests, as for any program that is not a
+        // net/http server.
         ensure!(
-            unavailable.as_array().map(Vec::len) == Some(1)
+            unavailable.as_array().map(Vec::len) == Some(2)
                 && unavailable[0]["family"] == "gc"
                 && unavailable[0]["reason"]
-                    == "no function runtime.gcMarkTermination in the binary",
+                    == "no function runtime.gcMarkTermination in the binary"
+                && unavailable[1]["family"] == "http"
+                && unavailable[1]["reason"]
+                    == "no function net/http.serverHandler.ServeHTTP: not a net/http server",
             "unavailable: {unavailable}"
         );
         program.proceed()?;

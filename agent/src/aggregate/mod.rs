@@ -7,6 +7,7 @@ pub mod histogram;
 pub mod leaks;
 pub mod panics;
 pub mod process;
+pub mod profile;
 pub mod requests;
 pub mod sched_latency;
 pub mod symbols;
@@ -105,6 +106,19 @@ pub enum Query {
         trace_id: Option<String>,
         reply: oneshot::Sender<Vec<requests::RequestRecord>>,
     },
+    /// The block profile of `pid` so far (the baseline of a window).
+    ProfileSnapshot {
+        pid: u32,
+        reply: oneshot::Sender<Option<profile::Snapshot>>,
+    },
+    /// The block profile of `pid` since `baseline` (or since gort attached), as pprof.
+    BlockProfile {
+        pid: u32,
+        baseline: Option<profile::Snapshot>,
+        runtime: bool,
+        window: (u64, u64),
+        reply: oneshot::Sender<Option<crate::export::pprof::Profile>>,
+    },
 }
 
 /// A handle for asking the aggregator.
@@ -141,6 +155,31 @@ impl QueryHandle {
         .await
     }
 
+    pub async fn profile_snapshot(&self, pid: u32) -> Option<profile::Snapshot> {
+        self.ask(|reply| Query::ProfileSnapshot { pid, reply })
+            .await
+            .flatten()
+    }
+
+    /// The block profile of `pid` since `baseline`; `window` is (start Unix ns, length ns).
+    pub async fn block_profile(
+        &self,
+        pid: u32,
+        baseline: Option<profile::Snapshot>,
+        runtime: bool,
+        window: (u64, u64),
+    ) -> Option<crate::export::pprof::Profile> {
+        self.ask(|reply| Query::BlockProfile {
+            pid,
+            baseline,
+            runtime,
+            window,
+            reply,
+        })
+        .await
+        .flatten()
+    }
+
     pub async fn processes(&self) -> Option<Vec<view::ProcessView>> {
         self.ask(Query::Processes).await
     }
@@ -170,6 +209,8 @@ pub struct ProcessState {
     pub panics: panics::Panics,
     pub requests: requests::Requests,
     pub leaks: leaks::LeakTracker,
+    /// Blocked time by stack, for pprof.
+    pub profile: profile::BlockProfile,
     /// How many goroutines the walk of the runtime's list found at attach, or why it could not.
     pub walked: Result<usize, String>,
     /// The last reading of the runtime's own scheduling-latency histogram.
@@ -397,6 +438,70 @@ impl ProcessState {
     pub fn link_address(&self, pc: u64) -> Option<u64> {
         self.bias.map(|b| pc.wrapping_sub(b))
     }
+
+    /// Blocking by stack since `baseline` (or since gort attached), as a pprof profile.
+    fn block_profile(
+        &self,
+        baseline: Option<&profile::Snapshot>,
+        runtime: bool,
+        (time_unix_ns, duration_ns): (u64, u64),
+    ) -> crate::export::pprof::Profile {
+        let (stacks, time_unix_ns, duration_ns) = match baseline {
+            Some(b) => (self.profile.since(b), time_unix_ns, duration_ns),
+            // Since gort began watching.
+            None => {
+                let start = view::WallClock::now().unix_ns(self.first_seen_ns);
+                (
+                    self.profile.snapshot(),
+                    start,
+                    time_unix_ns.saturating_sub(start),
+                )
+            }
+        };
+        let target = &self.binary.target;
+        let sym = symbols::Symbolizer {
+            process: self,
+            target,
+        };
+        let symbolize = |pc: u64| {
+            let frames = sym.call_sites(pc);
+            if frames.is_empty() {
+                vec![symbols::Frame {
+                    function: format!("{pc:#x}"),
+                    file: String::new(),
+                    line: 0,
+                }]
+            } else {
+                frames
+            }
+        };
+        let reason = |raw: u8| target.wait_reason_name(raw).0.to_string();
+        let mut comments = vec![format!(
+            "gort block profile of pid {} ({}), Go {}",
+            self.pid,
+            self.service,
+            target.go_version()
+        )];
+        if self.profile.overflow > 0 {
+            comments.push(format!(
+                "{} blocks counted without their stack: more than {} distinct stacks",
+                self.profile.overflow,
+                profile::MAX_STACKS
+            ));
+        }
+        crate::export::pprof::build(
+            &stacks,
+            &symbolize,
+            &reason,
+            runtime,
+            &crate::export::pprof::ProfileMeta {
+                exe: &self.binary.exe,
+                time_unix_ns,
+                duration_ns,
+                comments,
+            },
+        )
+    }
 }
 
 /// All measured state.
@@ -484,6 +589,7 @@ impl State {
                 panics: panics::Panics::default(),
                 requests: requests::Requests::default(),
                 leaks: leaks::LeakTracker::default(),
+                profile: profile::BlockProfile::default(),
                 sched_latency: None,
                 first_seen_ns: now,
             }
@@ -676,6 +782,8 @@ impl State {
                 let span =
                     p.requests
                         .on_block(goid, reason, park_ns, resume_ns, &frames, span_min_ns);
+                p.profile
+                    .record(reason, &frames, resume_ns.saturating_sub(park_ns));
                 p.blocking.on_block(
                     goid, g, reason, park_ns, resume_ns, &frames, &limits, &reader,
                 );
@@ -829,6 +937,23 @@ impl Aggregator {
             }
             Query::Processes(reply) => {
                 let _ = reply.send(view::processes(&self.state, now));
+            }
+            Query::ProfileSnapshot { pid, reply } => {
+                let _ = reply.send(self.state.processes.get(&pid).map(|p| p.profile.snapshot()));
+            }
+            Query::BlockProfile {
+                pid,
+                baseline,
+                runtime,
+                window,
+                reply,
+            } => {
+                let _ = reply.send(
+                    self.state
+                        .processes
+                        .get(&pid)
+                        .map(|p| p.block_profile(baseline.as_ref(), runtime, window)),
+                );
             }
         }
     }

@@ -3,4 +3,5 @@
 pub mod api;
 pub mod events;
 pub mod otlp;
+pub mod pprof;
 pub mod prometheus;
