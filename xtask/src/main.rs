@@ -5,6 +5,7 @@
 mod bench;
 mod build_ebpf;
 mod demo;
+mod fuzz;
 mod offsetgen;
 mod setup;
 mod test;
@@ -33,6 +34,8 @@ enum Command {
     Bench(bench::Options),
     /// Regenerate the per-Go-version struct offset and waitReason tables.
     Offsetgen(offsetgen::Options),
+    /// Fuzz the parsers of untrusted input.
+    Fuzz(fuzz::Options),
 }
 
 fn main() -> Result<()> {
@@ -43,5 +46,6 @@ fn main() -> Result<()> {
         Command::Test(o) => test::run(o),
         Command::Bench(o) => bench::run(o),
         Command::Offsetgen(o) => offsetgen::run(o),
+        Command::Fuzz(o) => fuzz::run(o),
     }
 }

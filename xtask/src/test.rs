@@ -50,6 +50,8 @@ pub fn run(o: Options) -> Result<()> {
         "--check",
     ]))?;
     run_cmd(cargo().args(["build", "--package", "gort"]))?;
+    // A short run of every fuzz target: they build, and find nothing in that time.
+    crate::fuzz::run(crate::fuzz::Options { seconds: 15 })?;
     let mut test = cargo();
     test.args(["test"])
         .env("GORT_BIN", root.join("target/debug/gort"));
