@@ -12,6 +12,9 @@ use gort_e2e::{GoProgram, Gort, Variant, build_go_program, eventually, serial};
 use serde_json::Value;
 
 const REQUESTS: usize = 60;
+/// Requests whose handler panics (net/http recovers): never recorded, their panic carries
+/// their trace id.
+const PANICS: usize = 3;
 
 fn check(go_version: &str, variant: Variant) {
     let _serial = serial();
@@ -22,7 +25,14 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
     let exe = build_go_program("httpserver", go_version, variant);
     let mut program = GoProgram::start(
         &exe,
-        &["-requests", &REQUESTS.to_string(), "-conns", "4"],
+        &[
+            "-requests",
+            &REQUESTS.to_string(),
+            "-conns",
+            "4",
+            "-panics",
+            &PANICS.to_string(),
+        ],
         &[],
     )?;
     let pid = program.pid.to_string();
@@ -127,6 +137,41 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
     ensure!(
         m.get("gort_http_requests_total", &[("pid", &pid)]) == Some(REQUESTS as f64),
         "requests counted"
+    );
+    // Panicking handlers: the panic names the request's trace; the request, which never
+    // returned, is counted as abandoned once its connection's goroutine is gone.
+    let panicked = report["panicked"].as_array().context("panicked")?;
+    ensure!(panicked.len() == PANICS, "{} panicked", panicked.len());
+    let (panics, abandoned) = eventually(Duration::from_secs(10), || {
+        let panics: Vec<Value> =
+            serde_json::from_value(gort.get_json(&format!("/api/v1/panics?pid={pid}"))?)?;
+        let abandoned = gort
+            .metrics()?
+            .get("gort_http_requests_abandoned_total", &[("pid", &pid)]);
+        ensure!(
+            abandoned == Some(PANICS as f64),
+            "abandoned {abandoned:?}, panics {panics:?}"
+        );
+        Ok((panics, abandoned))
+    })?;
+    for want in panicked {
+        let found: Vec<&Value> = panics
+            .iter()
+            .filter(|p| p["trace_id"] == want["trace_id"])
+            .collect();
+        ensure!(
+            found.len() == 1
+                && found[0]["goid"] == want["goid"]
+                && found[0]["outcome"] == "recovered"
+                && found[0]["message"] == "handler failed"
+                && found[0]["span_id"].as_str().is_some_and(|s| s.len() == 16),
+            "panic of {want}: {found:?} (abandoned {abandoned:?})"
+        );
+    }
+    ensure!(
+        panics.len() == PANICS,
+        "{} panics: {panics:?}",
+        panics.len()
     );
     for (cause, lost) in m.all("gort_events_lost_total", &[]) {
         ensure!(lost == 0.0, "events lost: {cause:?} = {lost}");

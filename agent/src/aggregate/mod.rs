@@ -350,6 +350,8 @@ impl ProcessState {
             e.frames.iter().flat_map(|&pc| sym.call_sites(pc)).collect();
         let site = sym.user_frame(&stack).cloned();
         let fatal_error = e.kind == PanicEventKind::FatalError;
+        // A panic while serving a request (net/http recovers handlers' panics).
+        let request = self.requests.active.get(&e.goid);
         let (value_type, (message, message_exact)) = if fatal_error {
             (
                 None,
@@ -377,6 +379,8 @@ impl ProcessState {
             } else {
                 panics::Outcome::Unwinding
             },
+            trace_id: request.map(|r| traceparent::hex(&r.trace_id())),
+            span_id: request.map(|r| traceparent::hex(&r.span_id)),
             value: (e.value_type, e.value_data),
         }
     }
@@ -710,6 +714,7 @@ impl State {
             );
         } else {
             p.blocking.on_exited(e.goid, e.ns);
+            p.requests.abandon(e.goid);
         }
     }
 
@@ -827,6 +832,22 @@ impl State {
                 if !p.binary.probes_lifecycle() {
                     let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
                     p.blocking.find_exited(now_ns, EXIT_CHECK_QUIET_NS, &reader);
+                }
+                // Requests whose goroutine is gone never returned.
+                let gone: Vec<u64> = p
+                    .requests
+                    .active
+                    .keys()
+                    .copied()
+                    .filter(|goid| {
+                        p.exited_ns.is_some()
+                            || p.blocking.goroutines.get(goid).is_some_and(|g| {
+                                matches!(g.state, process::GoroutineState::Exited { .. })
+                            })
+                    })
+                    .collect();
+                for goid in gone {
+                    p.requests.abandon(goid);
                 }
                 p.blocking.retain(now_ns, &limits);
             }

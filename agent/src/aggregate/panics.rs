@@ -44,6 +44,11 @@ pub struct PanicRecord {
     /// The panicking goroutine's stack, innermost first.
     pub stack: Vec<Frame>,
     pub outcome: Outcome,
+    /// The trace of the HTTP request the goroutine was serving, and gort's span for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
     /// The value's type and data pointers: with the time, how a probe hit twice is told
     /// from a second panic.
     #[serde(skip)]
@@ -306,6 +311,8 @@ mod tests {
             }),
             stack: vec![],
             outcome,
+            trace_id: None,
+            span_id: None,
             value: (1, 2),
         }
     }

@@ -33,6 +33,15 @@ pub struct ActiveRequest {
     pub block_spans: Vec<(u8, u64, u64, Box<[u64]>)>,
 }
 
+impl ActiveRequest {
+    pub fn trace_id(&self) -> [u8; 16] {
+        match self.trace {
+            TraceOrigin::Header(t) => t.trace_id,
+            TraceOrigin::Generated(id) => id,
+        }
+    }
+}
+
 /// The span a block happened in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpanContext {
@@ -120,6 +129,9 @@ pub struct Requests {
     pub traceparent_invalid: u64,
     /// Requests whose header map was too large to walk whole.
     pub headers_truncated: u64,
+    /// Requests that never returned from ServeHTTP (a handler's panic that net/http
+    /// recovered, then the connection's goroutine exited): dropped, not recorded.
+    pub abandoned: u64,
     pub completed: u64,
 }
 
@@ -144,7 +156,7 @@ impl Requests {
             }
             None => TraceOrigin::Generated(random_id()),
         };
-        self.active.insert(
+        let previous = self.active.insert(
             goid,
             ActiveRequest {
                 start_ns,
@@ -156,6 +168,9 @@ impl Requests {
                 block_spans: Vec::new(),
             },
         );
+        if previous.is_some() {
+            self.abandoned += 1;
+        }
     }
 
     /// A park of `goid` ended; counted if it serves a request. Returns the request's trace
@@ -210,6 +225,13 @@ impl Requests {
                 trace_id,
                 span_id: r.span_id,
             }),
+        }
+    }
+
+    /// The goroutine `goid` exited: a request it still serves never returned.
+    pub fn abandon(&mut self, goid: u64) {
+        if self.active.remove(&goid).is_some() {
+            self.abandoned += 1;
         }
     }
 

@@ -54,7 +54,7 @@ pub struct ProcessMetrics {
     /// Resolved panics and fatal errors by (recovered, site), when the panic probes are.
     pub panics: Option<Vec<(bool, String, u64)>>,
     /// HTTP requests served and `traceparent` values rejected, when the request probes are.
-    pub requests: Option<(u64, u64)>,
+    pub requests: Option<(u64, u64, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,10 +152,11 @@ pub fn metrics(state: &State) -> MetricsView {
                     .probes_lifecycle()
                     .then_some((p.blocking.created_total, p.blocking.exited_total)),
                 leak_suspects: leak_suspect_series(p, state.settings.leak_top),
-                requests: p
-                    .binary
-                    .probes("http")
-                    .then_some((p.requests.completed, p.requests.traceparent_invalid)),
+                requests: p.binary.probes("http").then_some((
+                    p.requests.completed,
+                    p.requests.traceparent_invalid,
+                    p.requests.abandoned,
+                )),
                 panics: p.binary.probes("panics").then(|| {
                     p.panics
                         .counts

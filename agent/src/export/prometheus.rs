@@ -338,13 +338,19 @@ impl Collector for ViewCollector {
                  specification says; gort generated a trace id).",
                 1,
             ),
+            (
+                "gort_http_requests_abandoned",
+                "Requests that never returned from ServeHTTP (a handler panicked and net/http \
+                 recovered; the connection closed): not recorded.",
+                2,
+            ),
         ] {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for p in &view.processes {
                 let Some(counts) = p.requests else { continue };
                 let labels: Labels =
                     vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
-                ConstCounter::new(if pick == 0 { counts.0 } else { counts.1 })
+                ConstCounter::new([counts.0, counts.1, counts.2][pick])
                     .encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
@@ -453,7 +459,7 @@ mod tests {
                 lifecycle: Some((12, 2)),
                 leak_suspects: vec![("chan receive".into(), "main.leak main.go:42".into(), 300)],
                 panics: Some(vec![(true, "main.handle main.go:7".into(), 2)]),
-                requests: Some((5, 1)),
+                requests: Some((5, 1, 0)),
             }],
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],

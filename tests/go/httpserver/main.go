@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -42,8 +43,9 @@ type sent struct {
 }
 
 var (
-	mu      sync.Mutex
-	byTrace = map[string]*handled{}
+	mu         sync.Mutex
+	byTrace    = map[string]*handled{}
+	panicGoids = map[string]int64{}
 )
 
 func goid() int64 {
@@ -89,17 +91,25 @@ func randomHex(n int) string {
 func main() {
 	n := flag.Int("requests", 60, "requests to send")
 	conns := flag.Int("conns", 4, "keep-alive connections")
+	panics := flag.Int("panics", 0, "requests, after the others, whose handler panics")
 	flag.Parse()
 	out := json.NewEncoder(os.Stdout)
 	in := bufio.NewReader(os.Stdin)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/work/", work)
+	mux.HandleFunc("/panic/", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		panicGoids[r.Header.Get("X-Request-Id")] = goid()
+		mu.Unlock()
+		panic("handler failed") // net/http recovers, logs, and closes the connection
+	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(err)
 	}
-	go http.Serve(ln, mux)
+	srv := &http.Server{Handler: mux, ErrorLog: log.New(io.Discard, "", 0)}
+	go srv.Serve(ln)
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: *conns, MaxIdleConnsPerHost: *conns}}
 	out.Encode(map[string]any{"ready": true, "pid": os.Getpid(), "addr": ln.Addr().String()})
 	if _, err := in.ReadString('\n'); err != nil {
@@ -171,6 +181,26 @@ func main() {
 		s.Handled = byTrace[strconv.Itoa(i)]
 	}
 	mu.Unlock()
-	out.Encode(map[string]any{"requests": reqs})
+	// Requests whose handler panics, each on its own connection (net/http closes it).
+	type panicked struct {
+		TraceID string `json:"trace_id"`
+		Goid    int64  `json:"goid"`
+	}
+	var panicReqs []panicked
+	for i := 0; i < *panics; i++ {
+		traceID := randomHex(16)
+		req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/panic/"+strconv.Itoa(i), nil)
+		req.Header.Set("X-Request-Id", "p"+strconv.Itoa(i))
+		req.Header.Set("Traceparent", "00-"+traceID+"-"+randomHex(8)+"-01")
+		req.Close = true
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			panic("a panicking handler answered")
+		}
+		mu.Lock()
+		panicReqs = append(panicReqs, panicked{TraceID: traceID, Goid: panicGoids["p"+strconv.Itoa(i)]})
+		mu.Unlock()
+	}
+	out.Encode(map[string]any{"requests": reqs, "panicked": panicReqs})
 	in.ReadString('\n')
 }

@@ -481,7 +481,7 @@ fn process_metrics(p: &ProcessMetrics, now: u64) -> Vec<Metric> {
                 .collect(),
         ));
     }
-    if let Some((requests, invalid)) = p.requests {
+    if let Some((requests, invalid, _)) = p.requests {
         out.push(counter(
             "gort.http.requests",
             "{request}",
