@@ -54,7 +54,16 @@ pub struct ProcessMetrics {
     /// Resolved panics and fatal errors by (recovered, site), when the panic probes are.
     pub panics: Option<Vec<(bool, String, u64)>>,
     /// HTTP requests served and `traceparent` values rejected, when the request probes are.
-    pub requests: Option<(u64, u64, u64)>,
+    pub requests: Option<RequestCounts>,
+}
+
+/// HTTP request counters of one process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestCounts {
+    pub completed: u64,
+    pub traceparent_invalid: u64,
+    pub abandoned: u64,
+    pub headers_truncated: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -152,11 +161,12 @@ pub fn metrics(state: &State) -> MetricsView {
                     .probes_lifecycle()
                     .then_some((p.blocking.created_total, p.blocking.exited_total)),
                 leak_suspects: leak_suspect_series(p, state.settings.leak_top),
-                requests: p.binary.probes("http").then_some((
-                    p.requests.completed,
-                    p.requests.traceparent_invalid,
-                    p.requests.abandoned,
-                )),
+                requests: p.binary.probes("http").then_some(RequestCounts {
+                    completed: p.requests.completed,
+                    traceparent_invalid: p.requests.traceparent_invalid,
+                    abandoned: p.requests.abandoned,
+                    headers_truncated: p.requests.headers_truncated,
+                }),
                 panics: p.binary.probes("panics").then(|| {
                     p.panics
                         .counts

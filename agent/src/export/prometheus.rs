@@ -344,14 +344,27 @@ impl Collector for ViewCollector {
                  recovered; the connection closed): not recorded.",
                 2,
             ),
+            (
+                "gort_http_headers_truncated",
+                "Requests with more header fields than the probe walks (128) and no \
+                 traceparent among those walked: gort generated a trace id.",
+                3,
+            ),
         ] {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for p in &view.processes {
                 let Some(counts) = p.requests else { continue };
                 let labels: Labels =
                     vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
-                ConstCounter::new([counts.0, counts.1, counts.2][pick])
-                    .encode(family.encode_family(&Escaped(&labels))?)?;
+                ConstCounter::new(
+                    [
+                        counts.completed,
+                        counts.traceparent_invalid,
+                        counts.abandoned,
+                        counts.headers_truncated,
+                    ][pick],
+                )
+                .encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
 
@@ -459,7 +472,11 @@ mod tests {
                 lifecycle: Some((12, 2)),
                 leak_suspects: vec![("chan receive".into(), "main.leak main.go:42".into(), 300)],
                 panics: Some(vec![(true, "main.handle main.go:7".into(), 2)]),
-                requests: Some((5, 1, 0)),
+                requests: Some(crate::aggregate::view::RequestCounts {
+                    completed: 5,
+                    traceparent_invalid: 1,
+                    ..Default::default()
+                }),
             }],
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],

@@ -159,7 +159,8 @@ func main() {
 					}
 					req.Header.Set("X-Huge", strings.Repeat("h", 8000))
 					req.Header.Set("X-Binary", "\x80\xfe\xff\t")
-					req.Header.Add("Traceparent", "00-"+randomHex(16)+"-"+randomHex(8)+"-01")
+					s.TraceID = randomHex(16) // the first value: what gort reads, if it finds it
+					req.Header.Add("Traceparent", "00-"+s.TraceID+"-"+randomHex(8)+"-01")
 					req.Header.Add("Traceparent", "garbage")
 				}
 				resp, err := client.Do(req)

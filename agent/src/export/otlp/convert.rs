@@ -481,7 +481,8 @@ fn process_metrics(p: &ProcessMetrics, now: u64) -> Vec<Metric> {
                 .collect(),
         ));
     }
-    if let Some((requests, invalid, _)) = p.requests {
+    if let Some(counts) = p.requests {
+        let (requests, invalid) = (counts.completed, counts.traceparent_invalid);
         out.push(counter(
             "gort.http.requests",
             "{request}",
