@@ -288,11 +288,12 @@ fn check_release(minor: &str) {
                 if concrete.contains(['[', ' ', '(']) {
                     continue;
                 }
-                // The runtime names a type by its package's name, not its import path.
+                // The runtime names a type by its package's name, not its import path; a
+                // major-version suffix (`math/rand/v2`) is not part of the name (`rand`).
                 let star = if concrete.starts_with('*') { "*" } else { "" };
                 let want = format!(
                     "{star}{}",
-                    concrete.rsplit('/').next().unwrap().trim_start_matches('*')
+                    runtime_type_name(concrete.trim_start_matches('*'))
                 );
                 let ty = bin.read_pointer(sym.addr + 8).unwrap();
                 assert_eq!(bin.type_name(ty), Some(want), "{ctx}: {}", sym.name);
@@ -427,4 +428,38 @@ fn go1_26() {
 #[test]
 fn go1_27() {
     check_release("1.27");
+}
+
+/// `math/rand/v2.runtimeSource` → `rand.runtimeSource`, `net/http.Header` → `http.Header`:
+/// how the runtime names a type, given its import path (the package name by convention).
+fn runtime_type_name(qualified: &str) -> String {
+    let (path, ty) = match qualified.rfind('/') {
+        Some(slash) => match qualified[slash..].find('.') {
+            Some(dot) => qualified.split_at(slash + dot),
+            None => return qualified.to_string(),
+        },
+        None => match qualified.split_once('.') {
+            Some((pkg, _)) => qualified.split_at(pkg.len()),
+            None => return qualified.to_string(),
+        },
+    };
+    let mut elems = path.rsplit('/');
+    let mut name = elems.next().unwrap_or(path);
+    let is_major_version =
+        |e: &str| e.len() > 1 && e.starts_with('v') && e[1..].bytes().all(|b| b.is_ascii_digit());
+    if is_major_version(name) {
+        name = elems.next().unwrap_or(name);
+    }
+    format!("{name}{ty}")
+}
+
+#[test]
+fn runtime_type_names() {
+    assert_eq!(
+        runtime_type_name("math/rand/v2.runtimeSource"),
+        "rand.runtimeSource"
+    );
+    assert_eq!(runtime_type_name("net/http.Header"), "http.Header");
+    assert_eq!(runtime_type_name("main.T"), "main.T");
+    assert_eq!(runtime_type_name("example.com/v2pkg.T"), "v2pkg.T");
 }
