@@ -3,7 +3,7 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROGRAMS: &[&str] = &["sched", "gc", "lifecycle", "panics"];
+const PROGRAMS: &[&str] = &["sched", "gc", "lifecycle", "panics", "procs"];
 
 fn main() {
     println!("cargo::rerun-if-env-changed=GORT_EBPF_DIR");

@@ -9,11 +9,12 @@ pub mod gc;
 pub mod http;
 pub mod lifecycle;
 pub mod panics;
+pub mod procs;
 pub mod sched;
 
 /// Number of distinct target binaries one loaded probe set can serve. The uprobe attach
 /// cookie of every attachment is an index below this into the per-binary config map.
-pub const MAX_BINARIES: u32 = 64;
+pub const MAX_BINARIES: u32 = 256;
 
 /// Per-binary settings the probes need, stored at index `cookie` of each family's
 /// `BINARY_CONFIG` array. Offsets in `runtime.g`, from the target's DWARF or from gort's

@@ -67,12 +67,39 @@ pub struct LeaksOptions {
 #[derive(Args, Debug, Clone)]
 pub struct RunOptions {
     /// Attach to this process.
-    #[arg(long, required_unless_present = "exe", conflicts_with = "exe")]
+    #[arg(long, required_unless_present_any = ["exe", "all"], conflicts_with_all = ["exe", "all"])]
     pub pid: Option<u32>,
 
     /// Attach to every process running this executable, now and later.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "all")]
     pub exe: Option<PathBuf>,
+
+    /// Attach to every Go process of the host (containers included), now and as they start;
+    /// release those that exit.
+    #[arg(long)]
+    pub all: bool,
+
+    /// With --all, watch only processes matching one of these: `exe=GLOB` (file name or
+    /// path), `service=GLOB` or `cgroup=GLOB` (a bare GLOB is exe=). Repeatable.
+    #[arg(long, requires = "all", value_parser = parse_rule)]
+    pub include: Vec<crate::fleet::select::Rule>,
+
+    /// With --all, never watch processes matching one of these (same forms as --include).
+    #[arg(long, requires = "all", value_parser = parse_rule)]
+    pub exclude: Vec<crate::fleet::select::Rule>,
+
+    /// With --all, how often /proc is scanned again for processes the exec watch missed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub rescan_interval: Duration,
+
+    /// The Kubernetes API server for pod and container names (default in a cluster: the
+    /// service account's; GORT_KUBERNETES_API).
+    #[arg(long, env = "GORT_KUBERNETES_API")]
+    pub kubernetes_api: Option<String>,
+
+    /// This node's name, to list only its pods (the downward API's NODE_NAME).
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
 
     /// Address of the HTTP server (/metrics and the JSON API).
     #[arg(long, default_value = "127.0.0.1:9464", env = "GORT_LISTEN")]
@@ -167,6 +194,10 @@ pub struct InspectOptions {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_rule(s: &str) -> Result<crate::fleet::select::Rule, String> {
+    s.parse()
 }
 
 /// Parses durations like `20ms`, `1.5s`, `5m`, `250us`, `100ns`, `1h`.

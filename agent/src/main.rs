@@ -8,6 +8,7 @@ mod aggregate;
 mod cli;
 mod collect;
 mod export;
+mod fleet;
 mod inspect;
 mod leaks_cmd;
 mod probes;

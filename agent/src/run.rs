@@ -21,7 +21,15 @@ use crate::{
         api, events,
         otlp::{self, OtlpConfig},
     },
-    probes::{ProbeSettings, Probes, Scope},
+    fleet::{
+        Fleet,
+        k8s::{KubeConfig, PodNamer},
+        select::Selector,
+    },
+    probes::{
+        ProbeSettings, Probes, Scope,
+        procs::{ProcessChange, ProcessWatch},
+    },
     target::{
         GoTarget,
         process::{self, ProcessId},
@@ -37,7 +45,12 @@ const LIVENESS_INTERVAL: Duration = Duration::from_millis(500);
 enum Want {
     Pid { id: ProcessId, exe_display: String },
     Exe { path: PathBuf },
+    /// Every Go process of the host (`--all`).
+    All,
 }
+
+/// How often `--all` reads the process watch (exec and exit events).
+const PROCESS_WATCH_INTERVAL: Duration = Duration::from_millis(50);
 
 pub async fn run(o: RunOptions) -> Result<()> {
     run_until(o, shutdown_signal(), None).await
@@ -61,13 +74,17 @@ pub async fn run_until(
                 .with_context(|| format!("cannot open `{}`", exe.display()))?;
             (Want::Exe { path: path.clone() }, path)
         }
-        (None, None) => bail!("give --pid or --exe"),
+        (None, None) if o.all => (Want::All, PathBuf::new()),
+        (None, None) => bail!("give --pid, --exe or --all"),
     };
-    let target = Arc::new(match &want {
-        Want::Pid { id, exe_display } => GoTarget::open(&open_path)
-            .with_context(|| format!("process {} ({exe_display})", id.pid))?,
-        Want::Exe { .. } => GoTarget::open(&open_path)?,
-    });
+    let target = match &want {
+        Want::Pid { id, exe_display } => Some(Arc::new(
+            GoTarget::open(&open_path)
+                .with_context(|| format!("process {} ({exe_display})", id.pid))?,
+        )),
+        Want::Exe { .. } => Some(Arc::new(GoTarget::open(&open_path)?)),
+        Want::All => None,
+    };
 
     // Bind before attaching: a busy port must not leave probes behind.
     let listener = TcpListener::bind(o.listen)
@@ -84,38 +101,63 @@ pub async fn run_until(
             .context("--ringbuf-mib is too large")?,
         max_parked: o.max_parked.max(1),
     };
-    let (mut probes, maps) = Probes::load(settings)?;
+    let (mut probes, mut maps) = Probes::load(settings)?;
+    let binaries: Binaries = Arc::new(RwLock::new(BTreeMap::new()));
 
-    let (scope, exe_display) = match &want {
-        Want::Pid { id, exe_display } => (Scope::Process(id.pid), exe_display.clone()),
-        Want::Exe { path } => (Scope::AllProcesses, path.display().to_string()),
-    };
-    let attachment = match probes.attach(&target, &open_path, scope) {
-        Ok(a) => a,
-        Err(e) => match &want {
-            Want::Pid { id, .. } if !id.is_alive() => {
-                bail!("process {} exited while gort was attaching", id.pid)
-            }
-            _ => return Err(e.into()),
-        },
-    };
-    let binary = Arc::new(AttachedBinary {
-        slot: attachment.slot,
-        target: target.clone(),
-        exe: exe_display.clone(),
-        unavailable: attachment
-            .unavailable
-            .iter()
-            .map(|(family, why)| (format!("{family:?}").to_lowercase(), why.clone()))
-            .collect(),
-    });
-    for (family, why) in &binary.unavailable {
-        eprintln!("gort: {family} probes unavailable for {exe_display}: {why}");
+    // --pid and --exe: one binary, attached now.
+    let mut attachment = None;
+    let mut binary = None;
+    if let Some(target) = &target {
+        let (scope, exe_display) = match &want {
+            Want::Pid { id, exe_display } => (Scope::Process(id.pid), exe_display.clone()),
+            Want::Exe { path } => (Scope::AllProcesses, path.display().to_string()),
+            Want::All => unreachable!("no single target"),
+        };
+        let a = match probes.attach(target, &open_path, scope) {
+            Ok(a) => a,
+            Err(e) => match &want {
+                Want::Pid { id, .. } if !id.is_alive() => {
+                    bail!("process {} exited while gort was attaching", id.pid)
+                }
+                _ => return Err(e.into()),
+            },
+        };
+        let b = Arc::new(AttachedBinary {
+            slot: a.slot,
+            target: target.clone(),
+            exe: exe_display.clone(),
+            unavailable: a
+                .unavailable
+                .iter()
+                .map(|(family, why)| (format!("{family:?}").to_lowercase(), why.clone()))
+                .collect(),
+        });
+        for (family, why) in &b.unavailable {
+            eprintln!("gort: {family} probes unavailable for {exe_display}: {why}");
+        }
+        binaries
+            .write()
+            .expect("not poisoned")
+            .insert(a.slot, b.clone());
+        attachment = Some(a);
+        binary = Some(b);
     }
-    let binaries: Binaries = Arc::new(RwLock::new(BTreeMap::from([(
-        attachment.slot,
-        binary.clone(),
-    )])));
+
+    // --all: the process watch, then every Go process running now.
+    let mut fleet = None;
+    let mut process_watch = None;
+    if let Want::All = want {
+        let (watch, drops) = ProcessWatch::start()?;
+        maps.drops.push(drops);
+        process_watch = Some(watch);
+        let selector = Selector {
+            include: o.include.clone(),
+            exclude: o.exclude.clone(),
+        };
+        let pods = KubeConfig::resolve(o.kubernetes_api.as_deref(), o.node_name.as_deref())
+            .map(PodNamer::new);
+        fleet = Some(Fleet::new(selector, pods, o.service.clone()));
+    }
 
     let agent_drops = Arc::new(AgentDrops::default());
     let mut state = State::new(
@@ -135,16 +177,25 @@ pub async fn run_until(
             leak_top: o.leak_top,
             span_min_block_ns: o.span_min_block.as_nanos() as u64,
         },
-        binaries,
+        binaries.clone(),
         agent_drops.clone(),
     );
     let pids: Vec<u32> = match &want {
         Want::Pid { id, .. } => vec![id.pid],
         Want::Exe { path } => processes_of(path),
+        Want::All => Vec::new(),
     };
-    for &pid in &pids {
-        let p = state.add_process(pid, binary.clone());
-        log::info!("watching process {pid} (service {})", p.service);
+    if let Some(binary) = &binary {
+        for &pid in &pids {
+            let p = state.add_process(pid, binary.clone());
+            log::info!("watching process {pid} (service {})", p.service);
+        }
+    }
+    if let Some(fleet) = &mut fleet {
+        for new in fleet.scan(&mut probes, &binaries) {
+            let p = state.add_process(new.pid, new.binary);
+            p.container = new.container;
+        }
     }
 
     if let Some(output) = &o.events {
@@ -189,22 +240,32 @@ pub async fn run_until(
     }
     tokio::spawn(collector.run());
     tokio::spawn(aggregator.run());
-    let server = tokio::spawn(async move { axum::serve(listener, api::router(handle)).await });
+    let router = api::router(handle.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
 
-    eprintln!(
-        "gort: attached to {} ({}, {}; uprobes on runtime.gopark entry and {} RET) — serving http://{}/metrics",
-        match &want {
-            Want::Pid { id, .. } => format!("pid {}", id.pid),
-            Want::Exe { .. } => "every process of this executable".to_string(),
-        },
-        exe_display,
-        target.go_version(),
-        target.gopark_returns.len(),
-        local_addr,
-    );
+    match (&want, &target, &fleet) {
+        (Want::All, _, Some(fleet)) => eprintln!(
+            "gort: watching every Go process ({} now) — serving http://{local_addr}/metrics",
+            fleet.watched().count()
+        ),
+        (_, Some(target), _) => eprintln!(
+            "gort: attached to {} ({}, {}; uprobes on runtime.gopark entry and {} RET) — serving http://{}/metrics",
+            match &want {
+                Want::Pid { id, .. } => format!("pid {}", id.pid),
+                _ => "every process of this executable".to_string(),
+            },
+            binary.as_ref().map(|b| b.exe.as_str()).unwrap_or_default(),
+            target.go_version(),
+            target.gopark_returns.len(),
+            local_addr,
+        ),
+        _ => {}
+    }
 
-    let mut attachment = Some(attachment);
     let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);
+    let mut watch_tick = tokio::time::interval(PROCESS_WATCH_INTERVAL);
+    let mut rescan = tokio::time::interval(o.rescan_interval.max(Duration::from_millis(100)));
+    rescan.reset();
     if let Some(ready) = ready {
         let _ = ready.send(local_addr);
     }
@@ -220,6 +281,36 @@ pub async fn run_until(
                         probes.detach(attachment.take().expect("checked"));
                     }
                 }
+                if let Some(fleet) = &mut fleet {
+                    for pid in fleet.release_exited(&mut probes, &binaries) {
+                        eprintln!("gort: process {pid} exited; still serving what was measured");
+                    }
+                }
+            }
+            _ = watch_tick.tick(), if process_watch.is_some() => {
+                let (Some(watch), Some(fleet)) = (&mut process_watch, &mut fleet) else { continue };
+                let mut exited = false;
+                for change in watch.drain() {
+                    match change {
+                        ProcessChange::Exec(pid) => {
+                            if let Some(new) = fleet.on_exec(pid, &mut probes, &binaries) {
+                                handle.attached(new.pid, new.binary, new.container).await;
+                            }
+                        }
+                        ProcessChange::Exit(_) => exited = true,
+                    }
+                }
+                if exited {
+                    for pid in fleet.release_exited(&mut probes, &binaries) {
+                        eprintln!("gort: process {pid} exited; still serving what was measured");
+                    }
+                }
+            }
+            _ = rescan.tick(), if fleet.is_some() => {
+                let Some(fleet) = &mut fleet else { continue };
+                for new in fleet.scan(&mut probes, &binaries) {
+                    handle.attached(new.pid, new.binary, new.container).await;
+                }
             }
         }
         if server.is_finished() {
@@ -228,6 +319,9 @@ pub async fn run_until(
     }
     if let Some(a) = attachment.take() {
         probes.detach(a);
+    }
+    if let Some(fleet) = &mut fleet {
+        fleet.release_all(&mut probes, &binaries);
     }
     if let Some(flush) = otlp_flush {
         // What was measured is not lost at shutdown, within reason.

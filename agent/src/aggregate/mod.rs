@@ -87,6 +87,12 @@ pub struct Settings {
 
 /// A request from an exporter.
 pub enum Query {
+    /// `gort run --all` attached to a process: start tracking it now (walk its goroutines).
+    Attached {
+        pid: u32,
+        binary: Arc<AttachedBinary>,
+        container: proc::ContainerIdentity,
+    },
     Metrics(oneshot::Sender<view::MetricsView>),
     Goroutines {
         pid: Option<u32>,
@@ -126,6 +132,23 @@ pub enum Query {
 pub struct QueryHandle(mpsc::Sender<Query>);
 
 impl QueryHandle {
+    /// Tells the aggregator about a process just attached.
+    pub async fn attached(
+        &self,
+        pid: u32,
+        binary: Arc<AttachedBinary>,
+        container: proc::ContainerIdentity,
+    ) {
+        let _ = self
+            .0
+            .send(Query::Attached {
+                pid,
+                binary,
+                container,
+            })
+            .await;
+    }
+
     pub async fn metrics(&self) -> Option<view::MetricsView> {
         self.ask(Query::Metrics).await
     }
@@ -748,6 +771,15 @@ impl State {
             .get(&pid)
             .is_some_and(|p| p.binary.slot == slot && p.exited_ns.is_none());
         if !known {
+            // Late events of an exited process whose slot went to another process.
+            let exited = self
+                .processes
+                .get(&pid)
+                .is_some_and(|p| p.exited_ns.is_some() && ProcessId::of(pid).is_err());
+            if exited {
+                self.unknown_binary_events += 1;
+                return None;
+            }
             let Some(b) = self
                 .binaries
                 .read()
@@ -937,6 +969,15 @@ impl Aggregator {
     fn answer(&mut self, q: Query) {
         let now = monotonic_ns();
         match q {
+            Query::Attached {
+                pid,
+                binary,
+                container,
+            } => {
+                let p = self.state.add_process(pid, binary);
+                p.container = container;
+                log::info!("watching process {pid} (service {})", p.service);
+            }
             Query::Metrics(reply) => {
                 let _ = reply.send(view::metrics(&self.state));
             }

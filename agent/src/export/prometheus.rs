@@ -57,12 +57,11 @@ fn encode_block_durations(view: &MetricsView, out: &mut String) {
     );
     for p in &view.processes {
         for r in &p.reasons {
-            let labels = format!(
-                "pid=\"{}\",service=\"{}\",reason=\"{}\"",
-                p.pid,
-                escape(&p.service),
-                escape(&r.reason)
-            );
+            let labels = process_labels(p, [("reason", r.reason.clone())])
+                .iter()
+                .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
+                .collect::<Vec<_>>()
+                .join(",");
             let h = &r.histogram;
             let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_ns() as f64 / 1e9);
             let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
@@ -96,6 +95,28 @@ struct ViewCollector(MetricsView);
 
 type Labels = Vec<(&'static str, String)>;
 
+/// A process's labels: `pid`, `service`, and where known its container and Kubernetes pod
+/// (`container_id`, `k8s_namespace`, `k8s_pod`, `k8s_container`), then `extra`.
+fn process_labels<const N: usize>(
+    p: &crate::aggregate::view::ProcessMetrics,
+    extra: [(&'static str, String); N],
+) -> Labels {
+    let c = &p.container;
+    let mut labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+    for (name, value) in [
+        ("container_id", &c.container_id),
+        ("k8s_namespace", &c.k8s_namespace),
+        ("k8s_pod", &c.k8s_pod),
+        ("k8s_container", &c.k8s_container),
+    ] {
+        if let Some(v) = value {
+            labels.push((name, v.clone()));
+        }
+    }
+    labels.extend(extra);
+    labels
+}
+
 /// Labels with their values escaped as OpenMetrics requires (prometheus-client 0.24 writes
 /// values as given, and some come from the target: its service name, file paths).
 struct Escaped<'a>(&'a Labels);
@@ -115,11 +136,7 @@ impl Collector for ViewCollector {
         let per_reason = || {
             view.processes.iter().flat_map(|p| {
                 p.reasons.iter().map(move |r| {
-                    let labels: Labels = vec![
-                        ("pid", p.pid.to_string()),
-                        ("service", p.service.clone()),
-                        ("reason", r.reason.clone()),
-                    ];
+                    let labels: Labels = process_labels(p, [("reason", r.reason.clone())]);
                     (labels, r)
                 })
             })
@@ -158,11 +175,7 @@ impl Collector for ViewCollector {
         )?;
         for p in view.processes.iter().filter(|p| !p.exited) {
             for r in &p.reasons {
-                let labels: Labels = vec![
-                    ("pid", p.pid.to_string()),
-                    ("service", p.service.clone()),
-                    ("reason", r.reason.clone()),
-                ];
+                let labels: Labels = process_labels(p, [("reason", r.reason.clone())]);
                 ConstGauge::new(r.parked_now as i64)
                     .encode(family.encode_family(&Escaped(&labels))?)?;
             }
@@ -178,7 +191,7 @@ impl Collector for ViewCollector {
         )?;
         for p in &view.processes {
             let Some(h) = &p.sched_latency else { continue };
-            let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+            let labels: Labels = process_labels(p, []);
             family
                 .encode_family(&Escaped(&labels))?
                 .encode_histogram::<NoLabelSet>(
@@ -199,11 +212,7 @@ impl Collector for ViewCollector {
         )?;
         for p in view.processes.iter() {
             for (reason, h) in &p.pauses {
-                let labels: Labels = vec![
-                    ("pid", p.pid.to_string()),
-                    ("service", p.service.clone()),
-                    ("reason", reason.clone()),
-                ];
+                let labels: Labels = process_labels(p, [("reason", reason.clone())]);
                 family
                     .encode_family(&Escaped(&labels))?
                     .encode_histogram::<NoLabelSet>(
@@ -222,7 +231,7 @@ impl Collector for ViewCollector {
             MetricType::Counter,
         )?;
         for p in view.processes.iter().filter(|p| p.gc_probed) {
-            let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+            let labels: Labels = process_labels(p, []);
             ConstCounter::new(p.gc_cycles).encode(family.encode_family(&Escaped(&labels))?)?;
         }
 
@@ -234,7 +243,7 @@ impl Collector for ViewCollector {
             MetricType::Histogram,
         )?;
         for p in view.processes.iter().filter(|p| p.gc_probed) {
-            let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+            let labels: Labels = process_labels(p, []);
             let h = &p.gc_mark;
             family
                 .encode_family(&Escaped(&labels))?
@@ -255,11 +264,7 @@ impl Collector for ViewCollector {
         )?;
         for p in view.processes.iter().filter(|p| !p.exited) {
             for (kind, n) in [("user", p.goroutines_user), ("system", p.goroutines_system)] {
-                let labels: Labels = vec![
-                    ("pid", p.pid.to_string()),
-                    ("service", p.service.clone()),
-                    ("kind", kind.to_string()),
-                ];
+                let labels: Labels = process_labels(p, [("kind", kind.to_string())]);
                 ConstGauge::new(n as i64).encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
@@ -280,7 +285,7 @@ impl Collector for ViewCollector {
             for p in &view.processes {
                 let Some(counts) = p.lifecycle else { continue };
                 let labels: Labels =
-                    vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+                    process_labels(p, []);
                 let n = if pick == 0 { counts.0 } else { counts.1 };
                 ConstCounter::new(n).encode(family.encode_family(&Escaped(&labels))?)?;
             }
@@ -296,12 +301,8 @@ impl Collector for ViewCollector {
         )?;
         for p in view.processes.iter().filter(|p| !p.exited) {
             for (reason, site, n) in &p.leak_suspects {
-                let labels: Labels = vec![
-                    ("pid", p.pid.to_string()),
-                    ("service", p.service.clone()),
-                    ("reason", reason.clone()),
-                    ("created_by", site.clone()),
-                ];
+                let labels: Labels = process_labels(p, [("reason", reason.clone()),
+                    ("created_by", site.clone())]);
                 ConstGauge::new(*n as i64).encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
@@ -316,12 +317,8 @@ impl Collector for ViewCollector {
         )?;
         for p in &view.processes {
             for (recovered, site, n) in p.panics.iter().flatten() {
-                let labels: Labels = vec![
-                    ("pid", p.pid.to_string()),
-                    ("service", p.service.clone()),
-                    ("recovered", recovered.to_string()),
-                    ("site", site.clone()),
-                ];
+                let labels: Labels = process_labels(p, [("recovered", recovered.to_string()),
+                    ("site", site.clone())]);
                 ConstCounter::new(*n).encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
@@ -355,7 +352,7 @@ impl Collector for ViewCollector {
             for p in &view.processes {
                 let Some(counts) = p.requests else { continue };
                 let labels: Labels =
-                    vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+                    process_labels(p, []);
                 ConstCounter::new(
                     [
                         counts.completed,
@@ -376,7 +373,7 @@ impl Collector for ViewCollector {
             MetricType::Gauge,
         )?;
         for p in &view.processes {
-            let labels: Labels = vec![("pid", p.pid.to_string()), ("service", p.service.clone())];
+            let labels: Labels = process_labels(p, []);
             ConstGauge::new(i64::from(!p.exited))
                 .encode(family.encode_family(&Escaped(&labels))?)?;
         }

@@ -11,6 +11,7 @@ pub mod gc;
 pub mod http;
 pub mod lifecycle;
 pub mod panics;
+pub mod procs;
 pub mod sched;
 
 use std::path::Path;

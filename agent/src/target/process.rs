@@ -46,9 +46,19 @@ impl ProcessId {
     }
 
     /// Whether this very process (not a reuse of its pid) is still running.
+    /// A zombie (exited, not yet reaped by its parent) is not running.
     pub fn is_alive(&self) -> bool {
-        ProcessId::of(self.pid).is_ok_and(|now| now == *self)
+        let Ok(stat) = read_proc(self.pid, "stat") else {
+            return false;
+        };
+        parse_start_ticks(&stat) == Some(self.start_ticks)
+            && !matches!(parse_state(&stat), Some('Z' | 'X' | 'x'))
     }
+}
+
+/// Field 3 of `/proc/PID/stat`: R, S, D, Z (zombie), X (dead) ...
+fn parse_state(stat: &str) -> Option<char> {
+    stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
 }
 
 /// Field 22 of `/proc/PID/stat`. The command name (field 2) may hold spaces and parentheses,
@@ -121,6 +131,10 @@ pub fn service_name(pid: u32) -> Result<String, ProcessError> {
 pub struct ContainerIdentity {
     pub container_id: Option<String>,
     pub pod_uid: Option<String>,
+    /// Names from the Kubernetes API server, when gort runs in a cluster (`fleet::k8s`).
+    pub k8s_namespace: Option<String>,
+    pub k8s_pod: Option<String>,
+    pub k8s_container: Option<String>,
 }
 
 pub fn container_identity(pid: u32) -> ContainerIdentity {
@@ -263,6 +277,9 @@ mod tests {
         assert_eq!(parse_start_ticks(stat), Some(98765));
         assert_eq!(parse_start_ticks("garbage"), None);
         assert_eq!(parse_start_ticks("1 (x) S 1"), None);
+        assert_eq!(parse_state(stat), Some('S'));
+        assert_eq!(parse_state("7 (a) b) Z 1"), Some('Z'));
+        assert_eq!(parse_state("garbage"), None);
     }
 
     #[test]
@@ -289,6 +306,7 @@ mod tests {
             ContainerIdentity {
                 container_id: Some(id.into()),
                 pod_uid: Some("1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718".into()),
+                ..Default::default()
             }
         );
         let cgroupfs = format!(

@@ -74,10 +74,18 @@ fn resource(p: &ProcessResource, host: &str) -> Resource {
                 .map(|id| kv("container.id", any_value::Value::StringValue(id.clone()))),
         )
         .chain(
-            p.container
-                .pod_uid
-                .as_ref()
-                .map(|uid| kv("k8s.pod.uid", any_value::Value::StringValue(uid.clone()))),
+            [
+                ("k8s.pod.uid", &p.container.pod_uid),
+                ("k8s.namespace.name", &p.container.k8s_namespace),
+                ("k8s.pod.name", &p.container.k8s_pod),
+                ("k8s.container.name", &p.container.k8s_container),
+            ]
+            .into_iter()
+            .filter_map(|(key, value)| {
+                value
+                    .as_ref()
+                    .map(|v| kv(key, any_value::Value::StringValue(v.clone())))
+            }),
         )
         .collect(),
         ..Default::default()
@@ -517,7 +525,7 @@ mod tests {
             exe: "/srv/bin/shop".into(),
             container: ContainerIdentity {
                 container_id: Some("ab".repeat(32)),
-                pod_uid: None,
+                ..Default::default()
             },
         }
     }
