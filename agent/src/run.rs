@@ -43,8 +43,13 @@ const LIVENESS_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What to attach to.
 enum Want {
-    Pid { id: ProcessId, exe_display: String },
-    Exe { path: PathBuf },
+    Pid {
+        id: ProcessId,
+        exe_display: String,
+    },
+    Exe {
+        path: PathBuf,
+    },
     /// Every Go process of the host (`--all`).
     All,
 }
@@ -78,10 +83,11 @@ pub async fn run_until(
         (None, None) => bail!("give --pid, --exe or --all"),
     };
     let target = match &want {
-        Want::Pid { id, exe_display } => Some(Arc::new(
-            GoTarget::open(&open_path)
-                .with_context(|| format!("process {} ({exe_display})", id.pid))?,
-        )),
+        Want::Pid { id, exe_display } => {
+            Some(Arc::new(GoTarget::open(&open_path).with_context(|| {
+                format!("process {} ({exe_display})", id.pid)
+            })?))
+        }
         Want::Exe { .. } => Some(Arc::new(GoTarget::open(&open_path)?)),
         Want::All => None,
     };

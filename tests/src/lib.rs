@@ -537,3 +537,28 @@ mod tests {
         assert_eq!(m.get("x_total", &[("reason", "select")]), None);
     }
 }
+
+/// A cgroup laid out as the kubelet lays out a container's (cgroupfs driver, in the `pids`
+/// hierarchy): `kubepods/besteffort/pod<uid>/<container id>`. Removed on drop.
+pub struct PodCgroup(PathBuf);
+
+impl PodCgroup {
+    /// Moves `pid` into the cgroup of container `container_id` of pod `pod_uid`.
+    pub fn enter(pid: u32, pod_uid: &str, container_id: &str) -> Result<PodCgroup> {
+        let dir = std::path::Path::new("/sys/fs/cgroup/pids/kubepods/besteffort")
+            .join(format!("pod{pod_uid}"))
+            .join(container_id);
+        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+        Ok(PodCgroup(dir))
+    }
+}
+
+impl Drop for PodCgroup {
+    fn drop(&mut self) {
+        // Empty once the program has exited.
+        for dir in self.0.ancestors().take(4) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}

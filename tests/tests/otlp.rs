@@ -11,7 +11,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use gort_e2e::{
-    GoProgram, Gort, OtlpReceiver, Variant, build_go_program, eventually, free_port, serial,
+    GoProgram, Gort, OtlpReceiver, PodCgroup, Variant, build_go_program, eventually, free_port,
+    serial,
 };
 use serde_json::Value;
 
@@ -26,30 +27,6 @@ fn hostname() -> String {
 
 const POD_UID: &str = "1f2e3d4c-5b6a-7980-a1b2-c3d4e5f60718";
 const CONTAINER_ID: &str = "3f1d2c4b5a69788776655443322110ffeeddccbbaa99887766554433221100aa";
-
-/// Moves `pid` into a cgroup laid out as the kubelet lays out a container's (cgroupfs driver,
-/// in the `pids` hierarchy): `kubepods/besteffort/pod<uid>/<container id>`. Removed on drop.
-struct PodCgroup(std::path::PathBuf);
-
-impl PodCgroup {
-    fn enter(pid: u32) -> Result<PodCgroup> {
-        let dir = std::path::Path::new("/sys/fs/cgroup/pids/kubepods/besteffort")
-            .join(format!("pod{POD_UID}"))
-            .join(CONTAINER_ID);
-        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-        std::fs::write(dir.join("cgroup.procs"), pid.to_string())?;
-        Ok(PodCgroup(dir))
-    }
-}
-
-impl Drop for PodCgroup {
-    fn drop(&mut self) {
-        // Empty once the program has exited.
-        for dir in self.0.ancestors().take(4) {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
 
 fn check(go_version: &str, protocol: &str) {
     let _serial = serial();
@@ -71,7 +48,7 @@ fn run(go_version: &str, protocol: &str) -> Result<()> {
     let pid = program.pid.to_string();
     // Over gRPC, the program runs in a pod's cgroup.
     let pod = (protocol == "grpc")
-        .then(|| PodCgroup::enter(program.pid))
+        .then(|| PodCgroup::enter(program.pid, POD_UID, CONTAINER_ID))
         .transpose()?;
     let gort = Gort::start_with_env(
         &[

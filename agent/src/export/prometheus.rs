@@ -284,8 +284,7 @@ impl Collector for ViewCollector {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for p in &view.processes {
                 let Some(counts) = p.lifecycle else { continue };
-                let labels: Labels =
-                    process_labels(p, []);
+                let labels: Labels = process_labels(p, []);
                 let n = if pick == 0 { counts.0 } else { counts.1 };
                 ConstCounter::new(n).encode(family.encode_family(&Escaped(&labels))?)?;
             }
@@ -301,8 +300,10 @@ impl Collector for ViewCollector {
         )?;
         for p in view.processes.iter().filter(|p| !p.exited) {
             for (reason, site, n) in &p.leak_suspects {
-                let labels: Labels = process_labels(p, [("reason", reason.clone()),
-                    ("created_by", site.clone())]);
+                let labels: Labels = process_labels(
+                    p,
+                    [("reason", reason.clone()), ("created_by", site.clone())],
+                );
                 ConstGauge::new(*n as i64).encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
@@ -317,8 +318,10 @@ impl Collector for ViewCollector {
         )?;
         for p in &view.processes {
             for (recovered, site, n) in p.panics.iter().flatten() {
-                let labels: Labels = process_labels(p, [("recovered", recovered.to_string()),
-                    ("site", site.clone())]);
+                let labels: Labels = process_labels(
+                    p,
+                    [("recovered", recovered.to_string()), ("site", site.clone())],
+                );
                 ConstCounter::new(*n).encode(family.encode_family(&Escaped(&labels))?)?;
             }
         }
@@ -351,8 +354,7 @@ impl Collector for ViewCollector {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for p in &view.processes {
                 let Some(counts) = p.requests else { continue };
-                let labels: Labels =
-                    process_labels(p, []);
+                let labels: Labels = process_labels(p, []);
                 ConstCounter::new(
                     [
                         counts.completed,

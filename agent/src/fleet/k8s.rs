@@ -132,7 +132,10 @@ impl PodIndex {
                     .chain(status.ephemeral_container_statuses)
                 {
                     // `containerd://<id>`, `cri-o://<id>`, `docker://<id>`.
-                    if let Some(id) = c.container_id.as_deref().and_then(|id| id.rsplit('/').next())
+                    if let Some(id) = c
+                        .container_id
+                        .as_deref()
+                        .and_then(|id| id.rsplit('/').next())
                     {
                         if !id.is_empty() {
                             containers.insert(id.to_ascii_lowercase(), c.name);

@@ -114,7 +114,12 @@ mod tests {
         assert_eq!("api*".parse::<Rule>().unwrap().field, Field::Exe);
         assert_eq!("service=x".parse::<Rule>().unwrap().field, Field::Service);
         assert_eq!("cgroup=*pod*".parse::<Rule>().unwrap().field, Field::Cgroup);
-        assert!("pid=3".parse::<Rule>().unwrap_err().contains("unknown field"));
+        assert!(
+            "pid=3"
+                .parse::<Rule>()
+                .unwrap_err()
+                .contains("unknown field")
+        );
         assert!("exe=".parse::<Rule>().unwrap_err().contains("empty"));
         assert!("exe=[".parse::<Rule>().unwrap_err().contains("bad pattern"));
     }
@@ -126,7 +131,11 @@ mod tests {
             "checkout",
             "0::/kubepods.slice/kubepods-pod1.slice/cri-containerd-ab.scope\n",
         );
-        let batch = facts("/usr/local/bin/batch", "batch", "0::/system.slice/batch.service\n");
+        let batch = facts(
+            "/usr/local/bin/batch",
+            "batch",
+            "0::/system.slice/batch.service\n",
+        );
         let all = selector(&[], &[]);
         assert!(all.selects(&api) && all.selects(&batch));
 

@@ -37,12 +37,13 @@ impl ProcessWatch {
     /// Loads the object and attaches both tracepoints. Also returns the object's drop
     /// counters (a full ring), for `gort_events_lost_total`.
     pub fn start() -> Result<(ProcessWatch, PerCpuArray<MapData, u64>), ProbeError> {
-        let mut ebpf = EbpfLoader::new()
-            .btf(None)
-            .load(OBJECT)
-            .map_err(|source| ProbeError::Load {
-                source: Box::new(source),
-            })?;
+        let mut ebpf =
+            EbpfLoader::new()
+                .btf(None)
+                .load(OBJECT)
+                .map_err(|source| ProbeError::Load {
+                    source: Box::new(source),
+                })?;
         for (name, event) in TRACEPOINTS {
             let program: &mut RawTracePoint = ebpf
                 .program_mut(name)

@@ -58,7 +58,11 @@ impl ProcessId {
 
 /// Field 3 of `/proc/PID/stat`: R, S, D, Z (zombie), X (dead) ...
 fn parse_state(stat: &str) -> Option<char> {
-    stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
 }
 
 /// Field 22 of `/proc/PID/stat`. The command name (field 2) may hold spaces and parentheses,
