@@ -522,22 +522,6 @@ pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Result<T>) ->
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_openmetrics() {
-        let m = Metrics::parse(
-            "# TYPE x counter\nx_total{pid=\"1\",reason=\"chan receive\"} 3\nh_bucket{le=\"+Inf\",a=\"q\\\"x\"} 2 # {trace_id=\"ab\"} 0.5\nup 1\n# EOF\n",
-        );
-        assert_eq!(m.get("x_total", &[("reason", "chan receive")]), Some(3.0));
-        assert_eq!(m.get("h_bucket", &[("a", "q\"x")]), Some(2.0));
-        assert_eq!(m.get("up", &[]), Some(1.0));
-        assert_eq!(m.get("x_total", &[("reason", "select")]), None);
-    }
-}
-
 /// A cgroup laid out as the kubelet lays out a container's (cgroupfs driver, in the `pids`
 /// hierarchy): `kubepods/besteffort/pod<uid>/<container id>`. Removed on drop.
 pub struct PodCgroup(PathBuf);
@@ -560,5 +544,21 @@ impl Drop for PodCgroup {
         for dir in self.0.ancestors().take(4) {
             let _ = std::fs::remove_dir(dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_openmetrics() {
+        let m = Metrics::parse(
+            "# TYPE x counter\nx_total{pid=\"1\",reason=\"chan receive\"} 3\nh_bucket{le=\"+Inf\",a=\"q\\\"x\"} 2 # {trace_id=\"ab\"} 0.5\nup 1\n# EOF\n",
+        );
+        assert_eq!(m.get("x_total", &[("reason", "chan receive")]), Some(3.0));
+        assert_eq!(m.get("h_bucket", &[("a", "q\"x")]), Some(2.0));
+        assert_eq!(m.get("up", &[]), Some(1.0));
+        assert_eq!(m.get("x_total", &[("reason", "select")]), None);
     }
 }
