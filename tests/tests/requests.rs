@@ -138,6 +138,23 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
         m.get("gort_http_requests_total", &[("pid", &pid)]) == Some(REQUESTS as f64),
         "requests counted"
     );
+    // Parks inside requests by reason: exactly what the handlers did, all requests together.
+    for (reason, field) in [("sleep", "sleeps"), ("chan receive", "receives")] {
+        let want: f64 = sent
+            .iter()
+            .map(|s| s["handled"][field].as_f64().unwrap_or(0.0))
+            .sum();
+        let labels = [("pid", pid.as_str()), ("reason", reason)];
+        ensure!(
+            m.get("gort_http_request_blocks_total", &labels) == Some(want),
+            "{reason} parks in requests: {:?}, handlers did {want}",
+            m.get("gort_http_request_blocks_total", &labels)
+        );
+        let blocked = m
+            .get("gort_http_request_blocked_seconds_total", &labels)
+            .unwrap_or(0.0);
+        ensure!(blocked > 0.0, "{reason}: no blocked time");
+    }
     // The hostile requests carry over 150 header fields, more than the probe walks: where
     // their traceparent was not among the fields walked, gort says so and made up an id;
     // where it was, the request is in its trace.

@@ -133,6 +133,8 @@ pub struct Requests {
     /// recovered, then the connection's goroutine exited): dropped, not recorded.
     pub abandoned: u64,
     pub completed: u64,
+    /// Parks inside completed requests by wait reason: (count, blocked ns).
+    pub blocked_by_reason: std::collections::BTreeMap<String, (u64, u64)>,
 }
 
 impl Requests {
@@ -242,6 +244,11 @@ impl Requests {
 
     pub fn record(&mut self, record: RequestRecord) {
         self.completed += 1;
+        for b in &record.blocking {
+            let entry = self.blocked_by_reason.entry(b.reason.clone()).or_default();
+            entry.0 += b.count;
+            entry.1 += b.blocked_ns;
+        }
         if self.recent.len() == MAX_RECENT {
             self.recent.pop_front();
         }

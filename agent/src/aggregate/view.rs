@@ -58,12 +58,14 @@ pub struct ProcessMetrics {
 }
 
 /// HTTP request counters of one process.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RequestCounts {
     pub completed: u64,
     pub traceparent_invalid: u64,
     pub abandoned: u64,
     pub headers_truncated: u64,
+    /// Parks inside completed requests: (reason, count, blocked ns).
+    pub blocked: Vec<(String, u64, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +168,12 @@ pub fn metrics(state: &State) -> MetricsView {
                     traceparent_invalid: p.requests.traceparent_invalid,
                     abandoned: p.requests.abandoned,
                     headers_truncated: p.requests.headers_truncated,
+                    blocked: p
+                        .requests
+                        .blocked_by_reason
+                        .iter()
+                        .map(|(reason, &(count, ns))| (reason.clone(), count, ns))
+                        .collect(),
                 }),
                 panics: p.binary.probes("panics").then(|| {
                     p.panics

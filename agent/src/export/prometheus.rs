@@ -353,7 +353,7 @@ impl Collector for ViewCollector {
         ] {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for p in &view.processes {
-                let Some(counts) = p.requests else { continue };
+                let Some(counts) = &p.requests else { continue };
                 let labels: Labels = process_labels(p, []);
                 ConstCounter::new(
                     [
@@ -365,6 +365,37 @@ impl Collector for ViewCollector {
                 )
                 .encode(family.encode_family(&Escaped(&labels))?)?;
             }
+        }
+
+        let per_request_reason = || {
+            view.processes.iter().flat_map(|p| {
+                p.requests.iter().flat_map(move |c| {
+                    c.blocked.iter().map(move |(reason, count, ns)| {
+                        (process_labels(p, [("reason", reason.clone())]), *count, *ns)
+                    })
+                })
+            })
+        };
+        let mut family = encoder.encode_descriptor(
+            "gort_http_request_blocks",
+            "Parks of goroutines while serving HTTP requests (counted when the request \
+             completes), by wait reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, count, _) in per_request_reason() {
+            ConstCounter::new(count).encode(family.encode_family(&Escaped(&labels))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "gort_http_request_blocked",
+            "Time goroutines were parked while serving HTTP requests (counted when the request \
+             completes), by wait reason; divided by gort_http_requests_total it is the blocked \
+             time per request.",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?;
+        for (labels, _, ns) in per_request_reason() {
+            ConstCounter::new(ns as f64 / 1e9).encode(family.encode_family(&Escaped(&labels))?)?;
         }
 
         let mut family = encoder.encode_descriptor(

@@ -489,7 +489,7 @@ fn process_metrics(p: &ProcessMetrics, now: u64) -> Vec<Metric> {
                 .collect(),
         ));
     }
-    if let Some(counts) = p.requests {
+    if let Some(counts) = &p.requests {
         let (requests, invalid) = (counts.completed, counts.traceparent_invalid);
         out.push(counter(
             "gort.http.requests",
@@ -502,6 +502,33 @@ fn process_metrics(p: &ProcessMetrics, now: u64) -> Vec<Metric> {
             "{request}",
             "Requests with a malformed traceparent.",
             vec![point(vec![], int(invalid))],
+        ));
+        let reason = |r: &str| vec![kv("reason", any_value::Value::StringValue(r.to_string()))];
+        out.push(counter(
+            "gort.http.request.blocks",
+            "{park}",
+            "Parks of goroutines while serving HTTP requests (completed requests), by wait reason.",
+            counts
+                .blocked
+                .iter()
+                .map(|(r, count, _)| point(reason(r), int(*count)))
+                .collect(),
+        ));
+        out.push(counter(
+            "gort.http.request.blocked",
+            "s",
+            "Time goroutines were parked while serving HTTP requests (completed requests), by \
+             wait reason.",
+            counts
+                .blocked
+                .iter()
+                .map(|(r, _, ns)| {
+                    point(
+                        reason(r),
+                        number_data_point::Value::AsDouble(*ns as f64 / 1e9),
+                    )
+                })
+                .collect(),
         ));
     }
     out
