@@ -24,13 +24,25 @@ pub const DEMO_GO_VERSION: &str = "1.22.10";
 /// Prometheus scrapes gort in the exemplar test.
 pub const TEST_PACKAGES: &[&str] = &["prometheus"];
 
-/// PyPI packages of the independent OTLP receiver the tests decode gort's exports with (the
-/// official protobuf definitions and gRPC), pinned.
+/// PyPI packages the tests use, pinned with their dependencies: the independent OTLP receiver
+/// (the official protobuf definitions and gRPC), the Kubernetes schemas and yamllint.
 pub const TEST_PYTHON_PACKAGES: &[&str] = &[
     "opentelemetry-proto==1.45.2",
     "protobuf==7.36.2",
     "grpcio==1.85.1",
     "typing_extensions==4.16.0",
+    // Offline validation of the Kubernetes manifests (schemas of every release) and yamllint.
+    "kubernetes-validate==1.37.0",
+    "yamllint==1.38.0",
+    "attrs==26.1.0",
+    "importlib_resources==7.1.0",
+    "jsonschema==4.26.0",
+    "jsonschema-specifications==2025.9.1",
+    "packaging==26.3",
+    "pathspec==1.1.1",
+    "PyYAML==6.0.3",
+    "referencing==0.37.0",
+    "rpds-py==2026.9.1",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.10.0";
