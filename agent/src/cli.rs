@@ -81,15 +81,15 @@ pub struct RunOptions {
 
     /// With --all, watch only processes matching one of these: `exe=GLOB` (file name or
     /// path), `service=GLOB` or `cgroup=GLOB` (a bare GLOB is exe=). Repeatable.
-    #[arg(long, requires = "all", value_parser = parse_rule)]
+    #[arg(long, requires = "all", value_parser = parse_rule, env = "GORT_INCLUDE", value_delimiter = ',')]
     pub include: Vec<crate::fleet::select::Rule>,
 
     /// With --all, never watch processes matching one of these (same forms as --include).
-    #[arg(long, requires = "all", value_parser = parse_rule)]
+    #[arg(long, requires = "all", value_parser = parse_rule, env = "GORT_EXCLUDE", value_delimiter = ',')]
     pub exclude: Vec<crate::fleet::select::Rule>,
 
     /// With --all, how often /proc is scanned again for processes the exec watch missed.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "GORT_RESCAN_INTERVAL")]
     pub rescan_interval: Duration,
 
     /// The Kubernetes API server for pod and container names (default in a cluster: the
@@ -111,7 +111,7 @@ pub struct RunOptions {
 
     /// Capture the stack frames of blocks at least this long (a few reads of the target's
     /// stack per such block). 0 captures every block.
-    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "1ms", value_parser = parse_duration, env = "GORT_FRAME_MIN_BLOCK")]
     pub frame_min_block: Duration,
 
     /// How often the agent drains the kernel's event buffer.
@@ -119,12 +119,12 @@ pub struct RunOptions {
     pub drain_interval: Duration,
 
     /// Size of the kernel's event ring buffer, in MiB (a power of two).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, env = "GORT_RINGBUF_MIB")]
     pub ringbuf_mib: u32,
 
     /// How many goroutines can be parked at once across all targets before parks are dropped
     /// (and counted as lost).
-    #[arg(long, default_value_t = 131_072)]
+    #[arg(long, default_value_t = 131_072, env = "GORT_MAX_PARKED")]
     pub max_parked: u32,
 
     /// Goroutines per process tracked at most; beyond it new goroutines are counted, not kept.
@@ -141,7 +141,7 @@ pub struct RunOptions {
 
     /// A group of goroutines created at the same place and blocked at the same place is a
     /// leak suspect when members have been parked this long and the group keeps growing.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_duration, env = "GORT_LEAK_AFTER")]
     pub leak_after: Duration,
 
     /// Over how long a suspect group's growth is measured (default: --leak-after).
@@ -150,11 +150,11 @@ pub struct RunOptions {
 
     /// Leak suspect groups on /metrics at most, by size (the rest add up in
     /// created_by="other").
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, env = "GORT_LEAK_TOP")]
     pub leak_top: usize,
 
     /// Blocks at least this long inside an HTTP request become child spans of its span.
-    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "1ms", value_parser = parse_duration, env = "GORT_SPAN_MIN_BLOCK")]
     pub span_min_block: Duration,
 
     /// Send spans and metrics over OTLP to this endpoint (also OTEL_EXPORTER_OTLP_ENDPOINT and
@@ -182,7 +182,7 @@ pub struct RunOptions {
     pub events: Option<crate::export::events::EventsOutput>,
 
     /// How long an exited process's series stay on /metrics and in the API.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = parse_duration, env = "GORT_RETAIN_EXITED_PROCESS_FOR")]
     pub retain_exited_process_for: Duration,
 }
 

@@ -62,6 +62,8 @@ pub struct Fleet {
     watched: HashMap<u32, Watched>,
     passed: HashMap<u32, Passed>,
     own_pid: u32,
+    /// Whether the lack of CAP_SYS_PTRACE was reported.
+    warned_permission: bool,
 }
 
 #[derive(Clone)]
@@ -81,6 +83,7 @@ impl Fleet {
             watched: HashMap::new(),
             passed: HashMap::new(),
             own_pid: std::process::id(),
+            warned_permission: false,
         }
     }
 
@@ -180,6 +183,16 @@ impl Fleet {
         }
         // Kernel threads have no executable.
         let Some(exe) = exe else {
+            if !self.warned_permission
+                && std::fs::metadata(process::exe_path(pid))
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+            {
+                self.warned_permission = true;
+                eprintln!(
+                    "gort: cannot read the executable of pid {pid} (permission denied): gort \
+                     needs CAP_SYS_PTRACE to look at other processes; such processes are skipped"
+                );
+            }
             self.passed.insert(pid, passed);
             return None;
         };
