@@ -203,6 +203,43 @@ fn check_profile(go_version: &str, file: &Path, report: &Value) -> Result<()> {
     Ok(())
 }
 
+/// `gort_goroutine_site_blocks_total` / `_site_blocked_seconds_total`: per blocking line of
+/// the program (every park of 20 ms has its stack captured), exactly its count, and its
+/// time within 2 %.
+fn check_site_series(gort: &Gort, pid: &str, report: &Value) -> Result<()> {
+    let mut want: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
+    for w in report["workers"].as_array().context("workers")? {
+        let kind = w["kind"].as_str().unwrap_or("");
+        let line = w["block_site"]["line"].as_u64().context("line")?;
+        let totals = &report["totals"][kind];
+        let e = want.entry(line).or_default();
+        e.0 = totals["count"].as_f64().context("count")?;
+        e.1 = totals["blocked_ns"].as_f64().context("blocked_ns")? / 1e9;
+    }
+    let m = gort.metrics()?;
+    for (line, (count, seconds)) in &want {
+        let suffix = format!(" main.go:{line}");
+        let sum = |name: &str| -> f64 {
+            m.all(name, &[("pid", pid)])
+                .iter()
+                .filter(|(l, _)| l.get("site").is_some_and(|s| s.ends_with(&suffix)))
+                .map(|(_, v)| v)
+                .sum()
+        };
+        let got = sum("gort_goroutine_site_blocks_total");
+        ensure!(
+            got == *count,
+            "site main.go:{line}: {got} parks, the program {count}"
+        );
+        let got = sum("gort_goroutine_site_blocked_seconds_total");
+        ensure!(
+            got <= *seconds && got >= 0.98 * seconds,
+            "site main.go:{line}: {got} s, the program {seconds} s"
+        );
+    }
+    Ok(())
+}
+
 const ARGS: &[&str] = &["-workers=2", "-ops=10", "-block=20ms"];
 
 /// `gort profile --pid N --seconds S -o FILE`, attaching by itself.
@@ -273,6 +310,8 @@ fn debug_pprof_block_go1_27_pie_stripped() {
         std::fs::write(&file, body)?;
         check_profile(go_version, &file, &report)?;
         let _ = std::fs::remove_file(&file);
+        check_site_series(&gort, &pid, &report)?;
+        check_site_series(&gort, &pid, &report)?;
         // Hostile or wrong queries get a clear answer.
         let bad = ureq::get(&format!(
             "{}/debug/pprof/block?pid=1&seconds=99999",

@@ -10,6 +10,7 @@ pub mod process;
 pub mod profile;
 pub mod requests;
 pub mod sched_latency;
+pub mod sites;
 pub mod symbols;
 pub mod traceparent;
 pub mod view;
@@ -234,6 +235,8 @@ pub struct ProcessState {
     pub leaks: leaks::LeakTracker,
     /// Blocked time by stack, for pprof.
     pub profile: profile::BlockProfile,
+    /// Blocked time by call site (blocks with a captured stack).
+    pub sites: sites::BlockSites,
     /// How many goroutines the walk of the runtime's list found at attach, or why it could not.
     pub walked: Result<usize, String>,
     /// The last reading of the runtime's own scheduling-latency histogram.
@@ -466,6 +469,17 @@ impl ProcessState {
         self.bias.map(|b| pc.wrapping_sub(b))
     }
 
+    /// `function file:line` of the first frame of `stack` (return addresses) outside the
+    /// runtime and standard library.
+    fn site_name(&self, stack: &[u64]) -> Option<String> {
+        let sym = symbols::Symbolizer {
+            process: self,
+            target: &self.binary.target,
+        };
+        let frames: Vec<symbols::Frame> = stack.iter().flat_map(|&pc| sym.call_sites(pc)).collect();
+        sym.user_frame(&frames).map(symbols::Frame::short)
+    }
+
     /// Blocking by stack since `baseline` (or since gort attached), as a pprof profile.
     fn block_profile(
         &self,
@@ -617,6 +631,7 @@ impl State {
                 requests: requests::Requests::default(),
                 leaks: leaks::LeakTracker::default(),
                 profile: profile::BlockProfile::default(),
+                sites: sites::BlockSites::default(),
                 sched_latency: None,
                 first_seen_ns: now,
             }
@@ -821,6 +836,16 @@ impl State {
                         .on_block(goid, reason, park_ns, resume_ns, &frames, span_min_ns);
                 p.profile
                     .record(reason, &frames, resume_ns.saturating_sub(park_ns));
+                if !frames.is_empty() {
+                    let site = match p.sites.cached(&frames) {
+                        Some(site) => site,
+                        None => {
+                            let name = p.site_name(&frames);
+                            p.sites.intern(&frames, name)
+                        }
+                    };
+                    p.sites.add(reason, site, resume_ns.saturating_sub(park_ns));
+                }
                 p.blocking.on_block(
                     goid, g, reason, park_ns, resume_ns, &frames, &limits, &reader,
                 );

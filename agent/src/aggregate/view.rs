@@ -51,6 +51,8 @@ pub struct ProcessMetrics {
     /// Goroutines in leak suspect groups: (reason, created_by, count), the largest groups
     /// first and the rest added up per reason under created_by "other".
     pub leak_suspects: Vec<(String, String, u64)>,
+    /// Blocked time by (reason, call site): count and ns.
+    pub sites: Vec<(String, String, u64, u64)>,
     /// Resolved panics and fatal errors by (recovered, site), when the panic probes are.
     pub panics: Option<Vec<(bool, String, u64)>>,
     /// HTTP requests served and `traceparent` values rejected, when the request probes are.
@@ -163,6 +165,14 @@ pub fn metrics(state: &State) -> MetricsView {
                     .probes_lifecycle()
                     .then_some((p.blocking.created_total, p.blocking.exited_total)),
                 leak_suspects: leak_suspect_series(p, state.settings.leak_top),
+                sites: p
+                    .sites
+                    .totals()
+                    .map(|(reason, site, c)| {
+                        let reason = p.binary.target.wait_reason_name(reason).0.to_string();
+                        (reason, site.to_string(), c.count, c.delay_ns)
+                    })
+                    .collect(),
                 requests: p.binary.probes("http").then_some(RequestCounts {
                     completed: p.requests.completed,
                     traceparent_invalid: p.requests.traceparent_invalid,

@@ -367,6 +367,37 @@ impl Collector for ViewCollector {
             }
         }
 
+        let per_site = || {
+            view.processes.iter().flat_map(|p| {
+                p.sites.iter().map(move |(reason, site, count, ns)| {
+                    let labels =
+                        process_labels(p, [("reason", reason.clone()), ("site", site.clone())]);
+                    (labels, *count, *ns)
+                })
+            })
+        };
+        let mut family = encoder.encode_descriptor(
+            "gort_goroutine_site_blocks",
+            "Parks of at least --frame-min-block (their stack is captured), by wait reason and \
+             call site: the first frame outside the Go runtime and standard library, \
+             `function file:line` (the first 200 sites of a process; later ones as `other`).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (labels, count, _) in per_site() {
+            ConstCounter::new(count).encode(family.encode_family(&Escaped(&labels))?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "gort_goroutine_site_blocked",
+            "Time parked in parks of at least --frame-min-block, by wait reason and call site \
+             (see gort_goroutine_site_blocks_total).",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?;
+        for (labels, _, ns) in per_site() {
+            ConstCounter::new(ns as f64 / 1e9).encode(family.encode_family(&Escaped(&labels))?)?;
+        }
+
         let per_request_reason = || {
             view.processes.iter().flat_map(|p| {
                 p.requests.iter().flat_map(move |c| {
@@ -501,6 +532,7 @@ mod tests {
                 goroutines_user: 10,
                 lifecycle: Some((12, 2)),
                 leak_suspects: vec![("chan receive".into(), "main.leak main.go:42".into(), 300)],
+                sites: vec![],
                 panics: Some(vec![(true, "main.handle main.go:7".into(), 2)]),
                 requests: Some(crate::aggregate::view::RequestCounts {
                     completed: 5,

@@ -470,6 +470,31 @@ fn process_metrics(p: &ProcessMetrics, now: u64) -> Vec<Metric> {
             })
             .collect(),
     ));
+    let site_attrs =
+        |reason: &str, site: &str| vec![attr("go.wait.reason", reason), attr("gort.site", site)];
+    out.push(counter(
+        "gort.goroutine.site.blocks",
+        "{park}",
+        "Parks of at least --frame-min-block by wait reason and call site.",
+        p.sites
+            .iter()
+            .map(|(reason, site, count, _)| point(site_attrs(reason, site), int(*count)))
+            .collect(),
+    ));
+    out.push(counter(
+        "gort.goroutine.site.blocked",
+        "s",
+        "Time parked in parks of at least --frame-min-block by wait reason and call site.",
+        p.sites
+            .iter()
+            .map(|(reason, site, _, ns)| {
+                point(
+                    site_attrs(reason, site),
+                    number_data_point::Value::AsDouble(*ns as f64 / 1e9),
+                )
+            })
+            .collect(),
+    ));
     if let Some(panics) = &p.panics {
         out.push(counter(
             "gort.panics",
@@ -503,7 +528,7 @@ fn process_metrics(p: &ProcessMetrics, now: u64) -> Vec<Metric> {
             "Requests with a malformed traceparent.",
             vec![point(vec![], int(invalid))],
         ));
-        let reason = |r: &str| vec![kv("reason", any_value::Value::StringValue(r.to_string()))];
+        let reason = |r: &str| vec![attr("go.wait.reason", r)];
         out.push(counter(
             "gort.http.request.blocks",
             "{park}",
@@ -704,6 +729,7 @@ mod tests {
             goroutines_user: 10,
             lifecycle: None,
             leak_suspects: vec![],
+            sites: vec![],
             panics: None,
             requests: None,
         };
