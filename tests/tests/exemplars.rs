@@ -5,81 +5,14 @@
 
 use std::{
     collections::BTreeMap,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context, Result, ensure};
-use gort_e2e::{GoProgram, Gort, Variant, build_go_program, eventually, free_port, serial};
+use gort_e2e::{GoProgram, Gort, Prometheus, Variant, build_go_program, eventually, serial};
 use serde_json::Value;
 
 const REQUESTS: usize = 40;
-
-/// A Prometheus server scraping one target every second, with its data in a fresh directory.
-struct Prometheus {
-    child: Child,
-    base: String,
-    dir: PathBuf,
-}
-
-impl Prometheus {
-    fn start(target: &str) -> Result<Prometheus> {
-        let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("gort-prometheus-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let config = dir.join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-                 scrape_configs:\n  - job_name: gort\n    static_configs:\n      \
-                 - targets: ['{target}']\n"
-            ),
-        )?;
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--enable-feature=exemplar-storage")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start prometheus (Debian package `prometheus`, installed by xtask)")?;
-        let p = Prometheus {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            dir,
-        };
-        eventually(Duration::from_secs(30), || {
-            ureq::get(&format!("{}/-/ready", p.base)).call()?;
-            Ok(())
-        })?;
-        Ok(p)
-    }
-
-    fn api(&self, path: &str, query: &[(&str, &str)]) -> Result<Value> {
-        let mut req = ureq::get(&format!("{}{path}", self.base));
-        for (k, v) in query {
-            req = req.query(*k, *v);
-        }
-        let v: Value = serde_json::from_str(&req.call()?.body_mut().read_to_string()?)?;
-        ensure!(v["status"] == "success", "{path}: {v}");
-        Ok(v["data"].clone())
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// `# {trace_id="..",span_id=".."} value timestamp` of the bucket lines of `/metrics`:
 /// (reason, le) → (trace_id, span_id, value, timestamp).

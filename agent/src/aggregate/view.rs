@@ -149,12 +149,7 @@ pub fn metrics(state: &State) -> MetricsView {
                 exited: p.exited_ns.is_some(),
                 reasons: reasons.into_values().collect(),
                 sched_latency: p.sched_latency.clone(),
-                pauses: p
-                    .gc
-                    .pauses
-                    .iter()
-                    .map(|(&raw, h)| (target.stw_reason_name(raw).0.to_string(), h.clone()))
-                    .collect(),
+                pauses: gc_pauses(p),
                 gc_cycles: p.gc.cycles,
                 gc_mark: p.gc.mark.clone(),
                 gc_probed: p.binary.probes("gc"),
@@ -544,6 +539,24 @@ pub struct ProcessView {
     /// Probe families left out for this process's binary, and why.
     pub unavailable: Vec<Unavailable>,
     pub resumes_unmatched: u64,
+}
+
+/// Stop-the-world pauses by reason name. The two pauses of every GC cycle are there from the
+/// start (at zero), so that the first GC's pauses show in `rate()` and `increase()` (a
+/// series born with its first value does not).
+fn gc_pauses(p: &super::ProcessState) -> Vec<(String, DurationHistogram)> {
+    let target = &p.binary.target;
+    let mut pauses: std::collections::BTreeMap<String, DurationHistogram> =
+        p.gc.pauses
+            .iter()
+            .map(|(&raw, h)| (target.stw_reason_name(raw).0.to_string(), h.clone()))
+            .collect();
+    if p.binary.probes("gc") {
+        for reason in ["GC sweep termination", "GC mark termination"] {
+            pauses.entry(reason.to_string()).or_default();
+        }
+    }
+    pauses.into_iter().collect()
 }
 
 pub fn processes(state: &State, _now_ns: u64) -> Vec<ProcessView> {
