@@ -21,6 +21,9 @@ pub enum Command {
     Inspect(InspectOptions),
     /// Show the goroutine leak suspects a running `gort run` found, as a table.
     Leaks(LeaksOptions),
+    /// A live view in the terminal: processes, blocking by reason and call site, goroutines,
+    /// GC pauses, leak suspects (watches every Go process itself, as root; or --agent).
+    Top(TopOptions),
     /// Write a pprof block profile of a process: attach for --seconds (needs root), or ask a
     /// running `gort run` (--agent).
     Profile(ProfileOptions),
@@ -47,6 +50,29 @@ pub struct ProfileOptions {
     /// Keep the stacks entirely inside the runtime (its own goroutines' parks).
     #[arg(long)]
     pub runtime: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct TopOptions {
+    /// Show what the `gort run` serving here measures instead of watching by itself.
+    #[arg(long)]
+    pub agent: Option<String>,
+
+    /// How often the view refreshes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Watch only these processes (as `gort run --all --include`).
+    #[arg(long, conflicts_with = "agent")]
+    pub include: Vec<String>,
+
+    /// Never watch these processes (as `gort run --all --exclude`).
+    #[arg(long, conflicts_with = "agent")]
+    pub exclude: Vec<String>,
+
+    /// As `gort run --leak-after`.
+    #[arg(long, conflicts_with = "agent")]
+    pub leak_after: Option<String>,
 }
 
 #[derive(Args, Debug)]

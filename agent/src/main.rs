@@ -15,6 +15,7 @@ mod probes;
 mod profile_cmd;
 mod run;
 mod target;
+mod top;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,7 @@ fn main() -> ExitCode {
             }
         }),
         Command::Leaks(o) => leaks_cmd::run(&o).map(|()| ExitCode::SUCCESS),
+        Command::Top(o) => top::run(o).map(|()| ExitCode::SUCCESS),
         Command::Run(o) => runtime()
             .and_then(|rt| rt.block_on(run::run(*o)))
             .map(|()| ExitCode::SUCCESS),

@@ -22,7 +22,7 @@ pub const DEMO_GO_VERSION: &str = "1.22.10";
 
 /// Debian packages the tests and benchmarks use (beyond the eBPF toolchain): a real
 /// Prometheus scrapes gort in the exemplar test.
-pub const TEST_PACKAGES: &[&str] = &["prometheus"];
+pub const TEST_PACKAGES: &[&str] = &["prometheus", "tmux"];
 
 /// PyPI packages the tests use, pinned with their dependencies: the independent OTLP receiver
 /// (the official protobuf definitions and gRPC), the Kubernetes schemas and yamllint.

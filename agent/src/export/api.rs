@@ -27,6 +27,7 @@ pub fn router(handle: QueryHandle) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/goroutines", get(goroutines))
         .route("/api/v1/processes", get(processes))
+        .route("/api/v1/top", get(top))
         .route("/api/v1/leaks", get(leaks))
         .route("/api/v1/panics", get(panics))
         .route("/api/v1/requests", get(requests))
@@ -132,9 +133,36 @@ struct PidFilter {
     pid: Option<u32>,
 }
 
-async fn goroutines(State(h): State<QueryHandle>, Query(f): Query<PidFilter>) -> Response {
+#[derive(Deserialize)]
+struct GoroutineFilter {
+    pid: Option<u32>,
+    /// Only the `top` most blocked.
+    top: Option<usize>,
+}
+
+async fn goroutines(State(h): State<QueryHandle>, Query(f): Query<GoroutineFilter>) -> Response {
     match h.goroutines(f.pid).await {
-        Some(list) => Json(list).into_response(),
+        Some(mut list) => {
+            if let Some(n) = f.top {
+                list.sort_by(|a, b| b.blocked_ns.cmp(&a.blocked_ns).then(a.goid.cmp(&b.goid)));
+                list.truncate(n);
+            }
+            Json(list).into_response()
+        }
+        None => unavailable(),
+    }
+}
+
+/// What `gort top` shows: cumulative totals per process.
+async fn top(State(h): State<QueryHandle>) -> Response {
+    match h.metrics().await {
+        Some(view) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or_default();
+            Json(crate::top::snapshot::TopSnapshot::of(&view, now)).into_response()
+        }
         None => unavailable(),
     }
 }
