@@ -298,8 +298,8 @@ pub async fn run_until(
                 let mut exited = false;
                 for change in watch.drain() {
                     match change {
-                        ProcessChange::Exec(pid) => {
-                            if let Some(new) = fleet.on_exec(pid, &mut probes, &binaries) {
+                        ProcessChange::Exec { pid, ns } => {
+                            if let Some(new) = fleet.on_exec(pid, ns, &mut probes, &binaries) {
                                 handle.attached(new.pid, new.binary, new.container).await;
                             }
                         }

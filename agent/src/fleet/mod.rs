@@ -39,6 +39,9 @@ struct Watched {
     id: ProcessId,
     exe: (u64, u64),
     attachment: Attachment,
+    /// When the probes were attached (CLOCK_MONOTONIC ns): an exec before that is the
+    /// program they are attached to.
+    attached_ns: u64,
 }
 
 /// A process gort looked at and left alone (not Go, not selected, or not attachable).
@@ -110,15 +113,20 @@ impl Fleet {
             .collect()
     }
 
-    /// A process started a new program (exec): look at it again.
+    /// A process started a new program (exec) at `exec_ns`: look at it again.
     pub fn on_exec(
         &mut self,
         pid: u32,
+        exec_ns: u64,
         probes: &mut Probes,
         binaries: &Binaries,
     ) -> Option<NewProcess> {
         self.passed.remove(&pid);
-        if self.watched.contains_key(&pid) {
+        if let Some(w) = self.watched.get(&pid) {
+            if w.attached_ns >= exec_ns {
+                // A rescan found the new program first: the probes are on it already.
+                return None;
+            }
             // Its Go program is gone (replaced by another): release it first.
             self.release(pid, probes, binaries);
         }
@@ -184,6 +192,7 @@ impl Fleet {
         // Kernel threads have no executable.
         let Some(exe) = exe else {
             if !self.warned_permission
+                && !has_sys_ptrace()
                 && std::fs::metadata(process::exe_path(pid))
                     .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
             {
@@ -235,6 +244,7 @@ impl Fleet {
             log::info!("pid {pid} ({exe_name}) is not selected");
             return None;
         }
+        let attached_ns = crate::collect::monotonic_ns();
         let attachment = match probes.attach(&target, &process::exe_path(pid), Scope::Process(pid))
         {
             Ok(a) => a,
@@ -283,6 +293,7 @@ impl Fleet {
                 id,
                 exe,
                 attachment,
+                attached_ns,
             },
         );
         Some(NewProcess {
@@ -329,4 +340,22 @@ impl Fleet {
             }
         }
     }
+}
+
+/// Whether gort runs with CAP_SYS_PTRACE (bit 19 of `CapEff` in /proc/self/status). Without
+/// it, other users' processes are out of reach; with it, an unreadable executable is just
+/// one protected process.
+fn has_sys_ptrace() -> bool {
+    const CAP_SYS_PTRACE: u32 = 19;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_string();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_PTRACE) != 0)
 }

@@ -23,7 +23,11 @@ const TRACEPOINTS: [(&str, &str); 2] = [
 /// What the watch reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessChange {
-    Exec(u32),
+    /// `pid` started a program at `ns` (CLOCK_MONOTONIC).
+    Exec {
+        pid: u32,
+        ns: u64,
+    },
     Exit(u32),
 }
 
@@ -81,7 +85,10 @@ impl ProcessWatch {
             // SAFETY: the ring holds `ProcessEvent`s (plain integers), possibly unaligned.
             let e: ProcessEvent = unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
             match e.kind {
-                process_kind::EXEC => out.push(ProcessChange::Exec(e.pid)),
+                process_kind::EXEC => out.push(ProcessChange::Exec {
+                    pid: e.pid,
+                    ns: e.ns,
+                }),
                 process_kind::EXIT => out.push(ProcessChange::Exit(e.pid)),
                 _ => {}
             }
