@@ -302,6 +302,18 @@ impl Gort {
         Ok(Metrics::parse(&self.get("/metrics")?))
     }
 
+    /// gort's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills gort with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill(mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     /// Stops gort with SIGTERM, as a service manager would; returns what it printed on stderr.
     pub fn stop(mut self) -> Result<String> {
         let status = Command::new("kill")

@@ -22,7 +22,7 @@ pub const DEMO_GO_VERSION: &str = "1.22.10";
 
 /// Debian packages the tests and benchmarks use (beyond the eBPF toolchain): a real
 /// Prometheus scrapes gort in the exemplar test.
-pub const TEST_PACKAGES: &[&str] = &["prometheus", "tmux"];
+pub const TEST_PACKAGES: &[&str] = &["prometheus", "tmux", "bpftool"];
 
 /// PyPI packages the tests use, pinned with their dependencies: the independent OTLP receiver
 /// (the official protobuf definitions and gRPC), the Kubernetes schemas and yamllint.
@@ -339,8 +339,13 @@ pub fn build_gort_release() -> Result<PathBuf> {
 
 /// A `go build` command for a package directory, hermetic: no network, no toolchain switch.
 pub fn go_build(go: &Path, package_dir: &Path, out: &Path) -> Command {
+    go_build_with(go, package_dir, out, &[])
+}
+
+/// [`go_build`] with more `go build` flags (`-buildmode=pie`, `-ldflags=...`).
+pub fn go_build_with(go: &Path, package_dir: &Path, out: &Path, flags: &[&str]) -> Command {
     let mut cmd = Command::new(go);
-    cmd.arg("build").arg("-o").arg(out).arg(".");
+    cmd.arg("build").arg("-o").arg(out).args(flags).arg(".");
     cmd.current_dir(package_dir)
         .env("GOTOOLCHAIN", "local")
         .env("GOPROXY", "off")

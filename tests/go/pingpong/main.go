@@ -3,7 +3,7 @@
 // `cargo xtask bench`.
 //
 // It prints {"ready":true,"pid":N}, waits for a line on stdin (so probes can attach first),
-// runs, prints {"round_trips":N,"ns":elapsed}, and exits.
+// runs, prints {"round_trips":N,"ns":elapsed}, and exits (with -wait: once stdin closes).
 package main
 
 import (
@@ -16,10 +16,12 @@ import (
 
 func main() {
 	n := flag.Int("n", 100000, "round trips")
+	wait := flag.Bool("wait", false, "after the report, wait for stdin to close")
 	flag.Parse()
 	out := json.NewEncoder(os.Stdout)
 	out.Encode(map[string]any{"ready": true, "pid": os.Getpid()})
-	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+	in := bufio.NewReader(os.Stdin)
+	if _, err := in.ReadString('\n'); err != nil {
 		return
 	}
 	ping, pong := make(chan int), make(chan int)
@@ -34,4 +36,7 @@ func main() {
 		<-pong
 	}
 	out.Encode(map[string]any{"round_trips": *n, "ns": time.Since(t0).Nanoseconds()})
+	if *wait {
+		in.ReadString('\n')
+	}
 }

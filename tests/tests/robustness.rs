@@ -1,0 +1,162 @@
+//! gort never harms the process it watches: killed with SIGKILL in the middle of a stream of
+//! events, it leaves no probe behind (the breakpoints are gone from the target's code, no
+//! gort program stays loaded, no perf event stays attached) and the target runs on and
+//! finishes its work correctly. And no program of gort is a uretprobe.
+
+use std::{os::unix::fs::FileExt, path::Path, process::Command, time::Duration};
+
+use anyhow::{Context, Result, ensure};
+use gort_e2e::{GoProgram, Gort, Variant, build_go_program, serial};
+use serde_json::Value;
+
+/// The first byte of `runtime.gopark` in the running process, and in the file.
+fn gopark_bytes(exe: &Path, pid: u32) -> Result<(u8, u8)> {
+    let bin = gobinary::GoBinary::open(exe)?;
+    let gopark = bin
+        .function("runtime.gopark")
+        .context("no runtime.gopark")?;
+    let offset = bin.file_offset(gopark.entry).context("not in the file")?;
+    let file = std::fs::read(exe)?;
+    let mut in_memory = [0u8];
+    // Not PIE: the link-time address is the run-time address.
+    std::fs::File::open(format!("/proc/{pid}/mem"))?.read_exact_at(&mut in_memory, gopark.entry)?;
+    Ok((in_memory[0], file[offset as usize]))
+}
+
+/// gort's programs loaded in the kernel (by the names it gives them; the kernel keeps 15
+/// characters): their ids.
+fn gort_programs() -> Result<Vec<u64>> {
+    const NAMES: &[&str] = &[
+        "gopark_entry",
+        "gopark_return",
+        "goroutine_exite",
+        "process_exec",
+    ];
+    let out = Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "bpftool prog: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let progs: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(progs
+        .iter()
+        .filter(|p| p["name"].as_str().is_some_and(|n| NAMES.contains(&n)))
+        .filter_map(|p| p["id"].as_u64())
+        .collect())
+}
+
+/// BPF links (gort attaches every uprobe through a perf-event link) to those programs.
+fn links_to(programs: &[u64]) -> Result<usize> {
+    let out = Command::new("bpftool")
+        .args(["-j", "link", "show"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "bpftool link: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let links: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(links
+        .iter()
+        .filter(|l| {
+            l["prog_id"]
+                .as_u64()
+                .is_some_and(|id| programs.contains(&id))
+        })
+        .count())
+}
+
+/// Every program in gort's eBPF objects is a uprobe (or the process watch's raw
+/// tracepoints): no uretprobe, which would rewrite return addresses on goroutine stacks
+/// that Go moves.
+#[test]
+fn no_uretprobe_in_any_object() {
+    use object::{Object, ObjectSection};
+    let dir = gort_e2e::workspace_root().join("target/ebpf/bpfel-unknown-none/release");
+    for family in ["sched", "gc", "lifecycle", "panics", "procs"] {
+        let data = std::fs::read(dir.join(family)).expect("built by cargo xtask build-ebpf");
+        let file = object::File::parse(&*data).unwrap();
+        let programs: Vec<String> = file
+            .sections()
+            .filter_map(|s| s.name().ok().map(str::to_string))
+            .filter(|n| {
+                n.starts_with("uprobe")
+                    || n.starts_with("uretprobe")
+                    || n.starts_with("raw_tracepoint")
+                    || n.starts_with("raw_tp")
+            })
+            .collect();
+        assert!(!programs.is_empty(), "{family}: no programs");
+        for name in &programs {
+            assert!(!name.starts_with("uretprobe"), "{family}: {name}");
+        }
+    }
+}
+
+#[test]
+fn sigkill_leaves_no_probe_behind() {
+    let _serial = serial();
+    run().unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+fn run() -> Result<()> {
+    let exe = build_go_program("pingpong", "1.22.10", Variant::DEFAULT);
+    const ROUND_TRIPS: u64 = 300_000;
+    let mut program = GoProgram::start(&exe, &["-n", &ROUND_TRIPS.to_string(), "-wait"], &[])?;
+    let (before, original) = gopark_bytes(&exe, program.pid)?;
+    ensure!(before == original, "a breakpoint before gort attached");
+
+    let gort = Gort::attach(program.pid, &[])?;
+    // Attached: gopark starts with a breakpoint (int3), and gort's links are in the kernel.
+    let (attached, _) = gopark_bytes(&exe, program.pid)?;
+    ensure!(
+        attached == 0xcc,
+        "no breakpoint at runtime.gopark: {attached:#x}"
+    );
+    let programs = gort_programs()?;
+    ensure!(!programs.is_empty(), "gort's programs not loaded");
+    ensure!(links_to(&programs)? > 0, "no link to gort's programs");
+
+    // Mid-stream: the program hands values back and forth as fast as it can.
+    program.proceed()?;
+    std::thread::sleep(Duration::from_millis(300));
+    let metrics = gort.metrics()?;
+    ensure!(
+        metrics
+            .get("gort_probe_events_total", &[("kind", "parks")])
+            .unwrap_or(0.0)
+            > 1000.0,
+        "no stream of events yet"
+    );
+    gort.kill()?;
+
+    // The target finishes its work, correctly, with nothing of gort left.
+    let report = program.read_json()?;
+    ensure!(
+        report["round_trips"].as_u64() == Some(ROUND_TRIPS),
+        "{report}"
+    );
+    let (after, _) = gopark_bytes(&exe, program.pid)?;
+    ensure!(
+        after == original,
+        "a breakpoint left at runtime.gopark: {after:#x}"
+    );
+    // The kernel frees a killed process's links and programs as it closes its descriptors.
+    gort_e2e::eventually(Duration::from_secs(5), || {
+        ensure!(links_to(&programs)? == 0, "links of the killed gort remain");
+        let left: Vec<u64> = gort_programs()?
+            .into_iter()
+            .filter(|id| programs.contains(id))
+            .collect();
+        ensure!(
+            left.is_empty(),
+            "programs of the killed gort remain: {left:?}"
+        );
+        Ok(())
+    })?;
+    program.finish()?;
+    Ok(())
+}
