@@ -15,6 +15,7 @@ mod probes;
 mod profile_cmd;
 mod run;
 mod target;
+mod tls;
 mod top;
 
 use std::process::ExitCode;

@@ -187,17 +187,7 @@ impl PodNamer {
             .timeout_global(Some(TIMEOUT))
             .http_status_as_error(false);
         if let Some(pem) = config.ca_file.as_ref().and_then(|f| std::fs::read(f).ok()) {
-            let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            builder = builder.tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                    .build(),
-            );
+            builder = builder.tls_config(crate::tls::trusting(&pem));
         }
         PodNamer {
             config,

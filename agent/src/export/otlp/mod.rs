@@ -391,17 +391,7 @@ impl Client {
                     .timeout_global(Some(config.timeout))
                     .http_status_as_error(false);
                 if let Some(pem) = &ca {
-                    let certs: Vec<_> = ureq::tls::parse_pem(pem)
-                        .filter_map(|item| match item {
-                            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                            _ => None,
-                        })
-                        .collect();
-                    builder = builder.tls_config(
-                        ureq::tls::TlsConfig::builder()
-                            .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
-                            .build(),
-                    );
+                    builder = builder.tls_config(crate::tls::trusting(pem));
                 }
                 Ok(Client::Http {
                     agent: builder.build().into(),
