@@ -582,6 +582,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn kubernetes_names_are_resource_attributes() {
+        let mut p = process();
+        p.container.pod_uid = Some("1f2e3d4c-0000-4000-8000-00000000abcd".into());
+        p.container.k8s_namespace = Some("shop".into());
+        p.container.k8s_pod = Some("checkout-5f7d9".into());
+        p.container.k8s_container = Some("api".into());
+        let res = resource(&p, "node-1");
+        let text = |k: &str| match string_attr(&res.attributes, k) {
+            Some(any_value::Value::StringValue(v)) => Some(v.clone()),
+            _ => None,
+        };
+        assert_eq!(
+            text("k8s.pod.uid").as_deref(),
+            Some("1f2e3d4c-0000-4000-8000-00000000abcd")
+        );
+        assert_eq!(text("k8s.namespace.name").as_deref(), Some("shop"));
+        assert_eq!(text("k8s.pod.name").as_deref(), Some("checkout-5f7d9"));
+        assert_eq!(text("k8s.container.name").as_deref(), Some("api"));
+        assert_eq!(text("host.name").as_deref(), Some("node-1"));
+    }
+
     fn string_attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
         attrs
             .iter()
@@ -662,6 +684,7 @@ mod tests {
             Some(&any_value::Value::StringValue("ab".repeat(32)))
         );
         assert_eq!(string_attr(res, "k8s.pod.uid"), None);
+        assert_eq!(string_attr(res, "k8s.pod.name"), None);
         let spans = &rs.scope_spans[0].spans;
         assert_eq!(spans.len(), 4);
         let (server, block) = (&spans[0], &spans[1]);
