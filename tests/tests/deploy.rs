@@ -123,7 +123,7 @@ fn manifests_are_valid() {
             .args(&builtin))
         .unwrap();
         let passed = out.matches(" passed for resource ").count();
-        assert_eq!(passed, 7, "{out}");
+        assert_eq!(passed, 8, "{out}");
     }
 
     let docs = |f: &str| yaml_documents(&dir.join(f)).unwrap();
@@ -155,6 +155,15 @@ fn manifests_are_valid() {
         assert_eq!(&pod_labels[k], v, "Service selects {k}={v}");
     }
     assert_eq!(service["spec"]["ports"][0]["targetPort"], port);
+    // The NetworkPolicy guards gort's pods and port.
+    let policy = &docs("networkpolicy.yaml")[0];
+    for (k, v) in policy["spec"]["podSelector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(&pod_labels[k], v, "NetworkPolicy selects {k}={v}");
+    }
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], port);
     // The RBAC grants reading pods, nothing more, to the DaemonSet's service account.
     let rbac = docs("rbac.yaml");
     let role = rbac.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
