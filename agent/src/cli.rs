@@ -24,6 +24,9 @@ pub enum Command {
     /// A live view in the terminal: processes, blocking by reason and call site, goroutines,
     /// GC pauses, leak suspects (watches every Go process itself, as root; or --agent).
     Top(TopOptions),
+    /// Attach and detach every probe to a process, again and again (robustness tests).
+    #[command(hide = true)]
+    StressAttach(StressAttachOptions),
     /// Write a pprof block profile of a process: attach for --seconds (needs root), or ask a
     /// running `gort run` (--agent).
     Profile(ProfileOptions),
@@ -50,6 +53,15 @@ pub struct ProfileOptions {
     /// Keep the stacks entirely inside the runtime (its own goroutines' parks).
     #[arg(long)]
     pub runtime: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StressAttachOptions {
+    #[arg(long)]
+    pub pid: u32,
+
+    #[arg(long, default_value_t = 10_000)]
+    pub cycles: u64,
 }
 
 #[derive(Args, Debug)]

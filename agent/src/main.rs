@@ -14,6 +14,7 @@ mod leaks_cmd;
 mod probes;
 mod profile_cmd;
 mod run;
+mod stress_cmd;
 mod target;
 mod tls;
 mod top;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         }),
         Command::Leaks(o) => leaks_cmd::run(&o).map(|()| ExitCode::SUCCESS),
         Command::Top(o) => top::run(o).map(|()| ExitCode::SUCCESS),
+        Command::StressAttach(o) => stress_cmd::run(&o).map(|()| ExitCode::SUCCESS),
         Command::Run(o) => runtime()
             .and_then(|rt| rt.block_on(run::run(*o)))
             .map(|()| ExitCode::SUCCESS),

@@ -1,0 +1,3 @@
+module invariants
+
+go 1.21
