@@ -25,11 +25,16 @@ pub fn run(o: &StressAttachOptions) -> Result<()> {
         max_parked: 131_072,
     })?;
     let start = Instant::now();
+    let (mut attaching, mut detaching) = (0.0, 0.0);
     for cycle in 0..o.cycles {
+        let t = Instant::now();
         let attachment = probes
             .attach(&target, &path, Scope::Process(o.pid))
             .with_context(|| format!("attach, cycle {cycle}"))?;
+        attaching += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         probes.detach(attachment);
+        detaching += t.elapsed().as_secs_f64();
         if !id.is_alive() {
             bail!("the target exited during cycle {cycle}");
         }
@@ -37,7 +42,12 @@ pub fn run(o: &StressAttachOptions) -> Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     println!(
         "{}",
-        serde_json::json!({"cycles": o.cycles, "seconds": seconds})
+        serde_json::json!({
+            "cycles": o.cycles,
+            "seconds": seconds,
+            "attach_seconds": attaching,
+            "detach_seconds": detaching,
+        })
     );
     Ok(())
 }

@@ -303,12 +303,23 @@ impl Probes {
 
     /// Detaches every probe of an attachment and frees its slot.
     pub fn detach(&mut self, attachment: Attachment) {
+        let mut links = Vec::with_capacity(attachment.links.len());
         for (family, name, link) in attachment.links {
             if let Ok(p) = program(self.ebpf(family), name) {
                 // The link may already be gone with its process; nothing else to do then.
-                let _ = p.detach(link);
+                if let Ok(link) = p.take_link(link) {
+                    links.push(link);
+                }
             }
         }
+        // Dropping a link detaches its uprobe, and the kernel waits out a grace period for
+        // each uprobe it removes: the ~30 links of a binary took 1.4 s one after another on
+        // kernel 6.18, 1.1 s dropped together (the kernel serializes most of the wait).
+        std::thread::scope(|scope| {
+            for link in links {
+                scope.spawn(move || drop(link));
+            }
+        });
         let _ = self.set_config(attachment.slot, BinaryConfig::default());
         let _ = self.set_http_config(attachment.slot, HttpConfig::default());
         self.used_slots[attachment.slot as usize] = false;
