@@ -329,6 +329,7 @@ pub async fn run_until(
     if let Some(fleet) = &mut fleet {
         fleet.release_all(&mut probes, &binaries);
     }
+    probes.settle();
     if let Some(flush) = otlp_flush {
         // What was measured is not lost at shutdown, within reason.
         flush.flush(Duration::from_secs(5)).await;

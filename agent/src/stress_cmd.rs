@@ -34,6 +34,7 @@ pub fn run(o: &StressAttachOptions) -> Result<()> {
         attaching += t.elapsed().as_secs_f64();
         let t = Instant::now();
         probes.detach(attachment);
+        probes.settle();
         detaching += t.elapsed().as_secs_f64();
         if !id.is_alive() {
             bail!("the target exited during cycle {cycle}");

@@ -133,6 +133,8 @@ pub struct Probes {
     /// `BINARY_CONFIG` of the families that read the target's `g`.
     configs: [Array<MapData, BinaryConfig>; 3],
     used_slots: Vec<bool>,
+    /// Detaches under way in the background, and the slots they free once done.
+    detaching: Vec<std::thread::JoinHandle<u32>>,
 }
 
 impl Probes {
@@ -201,6 +203,7 @@ impl Probes {
                 http_config,
                 configs,
                 used_slots: vec![false; MAX_BINARIES as usize],
+                detaching: Vec::new(),
             },
             maps,
         ))
@@ -214,6 +217,7 @@ impl Probes {
         path: &Path,
         scope: Scope,
     ) -> Result<Attachment, ProbeError> {
+        self.reclaim_slots(false);
         let slot = self
             .used_slots
             .iter()
@@ -301,7 +305,9 @@ impl Probes {
         Ok(())
     }
 
-    /// Detaches every probe of an attachment and frees its slot.
+    /// Detaches every probe of an attachment, in the background: the slot is freed once the
+    /// kernel has removed them all (so no late hit of them can be taken for another
+    /// binary's). [`Probes::settle`] waits for it.
     pub fn detach(&mut self, attachment: Attachment) {
         let mut links = Vec::with_capacity(attachment.links.len());
         for (family, name, link) in attachment.links {
@@ -314,15 +320,37 @@ impl Probes {
         }
         // Dropping a link detaches its uprobe, and the kernel waits out a grace period for
         // each uprobe it removes: the ~30 links of a binary took 1.4 s one after another on
-        // kernel 6.18, 1.1 s dropped together (the kernel serializes most of the wait).
-        std::thread::scope(|scope| {
-            for link in links {
-                scope.spawn(move || drop(link));
+        // kernel 6.18, 1.1 s dropped together (the kernel serializes most of the wait), too
+        // long to hold up the agent (`--all` attaches new processes meanwhile).
+        let slot = attachment.slot;
+        self.detaching.push(std::thread::spawn(move || {
+            std::thread::scope(|scope| {
+                for link in links {
+                    scope.spawn(move || drop(link));
+                }
+            });
+            slot
+        }));
+    }
+
+    /// Waits until every detach under way is done.
+    pub fn settle(&mut self) {
+        self.reclaim_slots(true);
+    }
+
+    /// Frees the slots of finished detaches (of all of them, waiting, with `wait`).
+    fn reclaim_slots(&mut self, wait: bool) {
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.detaching)
+            .into_iter()
+            .partition(|h| wait || h.is_finished());
+        self.detaching = running;
+        for handle in done {
+            if let Ok(slot) = handle.join() {
+                let _ = self.set_config(slot, BinaryConfig::default());
+                let _ = self.set_http_config(slot, HttpConfig::default());
+                self.used_slots[slot as usize] = false;
             }
-        });
-        let _ = self.set_config(attachment.slot, BinaryConfig::default());
-        let _ = self.set_http_config(attachment.slot, HttpConfig::default());
-        self.used_slots[attachment.slot as usize] = false;
+        }
     }
 
     fn ebpf(&mut self, family: Family) -> &mut Ebpf {
