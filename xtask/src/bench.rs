@@ -2,9 +2,11 @@
 //! no probes and with empty uprobes where gort's go (the floor: the traps alone, which every
 //! uprobe-based tool pays).
 //!
-//! Workload: `tests/go/pingpong`, two goroutines handing a value back and forth over
-//! unbuffered channels, so every round trip parks each goroutine once. Each configuration
-//! runs `--reps` times; the table shows the median and the spread.
+//! Workloads: `tests/go/pingpong`, two goroutines handing a value back and forth over
+//! unbuffered channels, so every round trip parks each goroutine once; and
+//! `tests/go/benchhttp`, a net/http server whose handler does one channel hand-off, under
+//! `wrk -t1 -c8` on loopback. Each configuration runs `--reps` times, interleaved; the
+//! tables show the median and the spread.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -34,6 +36,9 @@ pub struct Options {
     /// Go release the workload is built with.
     #[arg(long, default_value = setup::DEMO_GO_VERSION)]
     go: String,
+    /// Seconds of load per HTTP run (0: skip the HTTP workload).
+    #[arg(long, default_value_t = 5)]
+    http_seconds: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -90,7 +95,194 @@ pub fn run(o: Options) -> Result<()> {
             samples.push(s);
         }
     }
-    print_table(&results, o.round_trips, &o.go)
+    print_table(&results, o.round_trips, &o.go)?;
+    if o.http_seconds > 0 {
+        http_bench(&o, &go)?;
+    }
+    Ok(())
+}
+
+/// One HTTP run: requests per second, and gort's CPU and lost events when it is attached.
+#[derive(Default, Clone, Copy)]
+struct HttpSample {
+    requests_per_s: f64,
+    latency_ms: f64,
+    agent_cpu_ms_per_s: f64,
+    lost: f64,
+    parks_per_request: f64,
+}
+
+fn http_bench(o: &Options, go: &Path) -> Result<()> {
+    setup::ensure_apt(&["wrk"])?;
+    let root = workspace_root();
+    let exe = root.join("target/bench/benchhttp");
+    run_cmd(&mut setup::go_build(
+        go,
+        &root.join("tests/go/benchhttp"),
+        &exe,
+    ))?;
+    let configs = [Config::NoProbes, Config::Floor, Config::Gort];
+    let mut results: Vec<(Config, Vec<HttpSample>)> =
+        configs.iter().map(|&c| (c, Vec::new())).collect();
+    for rep in 0..o.reps {
+        for (config, samples) in results.iter_mut() {
+            let s = http_once(*config, &exe, o.http_seconds)
+                .with_context(|| format!("http, {} (run {})", config.name(), rep + 1))?;
+            samples.push(s);
+        }
+    }
+    let base = median(results[0].1.iter().map(|s| s.requests_per_s).collect());
+    println!(
+        "
+net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {} runs per configuration
+",
+        o.go, o.http_seconds, o.reps
+    );
+    println!(
+        "{:<28} {:>10} {:>20} {:>12} {:>11} {:>11} {:>12} {:>6}",
+        "configuration",
+        "req/s",
+        "min..max",
+        "vs none",
+        "latency",
+        "agent CPU",
+        "parks/req",
+        "lost"
+    );
+    for (config, samples) in &results {
+        let v: Vec<f64> = samples.iter().map(|s| s.requests_per_s).collect();
+        let (min, max) = v
+            .iter()
+            .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let m = median(v);
+        let latency = median(samples.iter().map(|s| s.latency_ms).collect());
+        let (cpu, parks, lost) = if *config == Config::Gort {
+            (
+                format!(
+                    "{:.0} ms/s",
+                    median(samples.iter().map(|s| s.agent_cpu_ms_per_s).collect())
+                ),
+                format!(
+                    "{:.2}",
+                    median(samples.iter().map(|s| s.parks_per_request).collect())
+                ),
+                format!("{:.0}", samples.iter().map(|s| s.lost).sum::<f64>()),
+            )
+        } else {
+            ("-".into(), "-".into(), "-".into())
+        };
+        println!(
+            "{:<28} {:>10.0} {:>20} {:>11.1}% {:>9.2}ms {:>11} {:>12} {:>6}",
+            config.name(),
+            m,
+            format!("{min:.0}..{max:.0}"),
+            (m / base - 1.0) * 100.0,
+            latency,
+            cpu,
+            parks,
+            lost
+        );
+    }
+    Ok(())
+}
+
+fn http_once(config: Config, exe: &Path, seconds: u64) -> Result<HttpSample> {
+    let mut child = Guard(
+        Command::new(exe)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start the HTTP workload")?,
+    );
+    let mut stdout = BufReader::new(child.0.stdout.take().expect("piped"));
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    let ready: Value = serde_json::from_str(&line).with_context(|| format!("said {line:?}"))?;
+    let port = ready["port"].as_u64().context("no port")?;
+    let pid = child.0.id();
+    let mut sample = HttpSample::default();
+    let wrk = |sample: &mut HttpSample| -> Result<()> {
+        let out = Command::new("wrk")
+            .args(["-t1", "-c8", &format!("-d{seconds}s")])
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .output()
+            .context("run wrk (Debian package wrk)")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(out.status.success(), "wrk failed: {text}");
+        sample.requests_per_s = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .context("no Requests/sec")?
+            .trim()
+            .parse()?;
+        let latency = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("Latency"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .context("no latency")?;
+        sample.latency_ms = parse_wrk_duration_ms(latency)?;
+        Ok(())
+    };
+    match config {
+        Config::NoProbes => wrk(&mut sample)?,
+        Config::Floor => {
+            let _probes = attach_floor(exe, pid)?;
+            wrk(&mut sample)?;
+        }
+        Config::Gort => {
+            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let base = format!("http://127.0.0.1:{port}");
+            let gort = Guard(
+                Command::new(workspace_root().join("target/release/gort"))
+                    .args(["run", "--pid", &pid.to_string(), "--listen"])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("start gort")?,
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while get(&format!("{base}/healthz")).is_err() {
+                ensure!(Instant::now() < deadline, "gort did not start");
+                thread::sleep(Duration::from_millis(20));
+            }
+            let parks0 = sum_of(
+                &get(&format!("{base}/metrics"))?,
+                "gort_goroutine_blocks_total",
+            );
+            let cpu0 = cpu_ticks(gort.0.id())?;
+            let t0 = Instant::now();
+            wrk(&mut sample)?;
+            thread::sleep(Duration::from_millis(300));
+            let wall = t0.elapsed().as_secs_f64();
+            let cpu = (cpu_ticks(gort.0.id())? - cpu0) as f64 / ticks_per_second();
+            sample.agent_cpu_ms_per_s = cpu * 1000.0 / wall;
+            let metrics = get(&format!("{base}/metrics"))?;
+            let requests = sum_of(&metrics, "gort_http_requests_total");
+            let parks = sum_of(&metrics, "gort_goroutine_blocks_total") - parks0;
+            sample.parks_per_request = if requests > 0.0 {
+                parks / requests
+            } else {
+                0.0
+            };
+            sample.lost = sum_of(&metrics, "gort_events_lost_total");
+        }
+    }
+    drop(child);
+    Ok(sample)
+}
+
+/// wrk's `1.23ms`, `456.78us`, `1.02s`, in ms.
+fn parse_wrk_duration_ms(s: &str) -> Result<f64> {
+    let (number, scale) = if let Some(n) = s.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        bail!("unknown duration {s:?}")
+    };
+    Ok(number.parse::<f64>()? * scale)
 }
 
 fn run_once(config: Config, exe: &Path, round_trips: u64) -> Result<Sample> {

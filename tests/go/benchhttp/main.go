@@ -1,0 +1,32 @@
+// Command benchhttp is the realistic workload of `cargo xtask bench`: a stdlib net/http
+// server whose handler does one channel hand-off with a goroutine per request, served on a
+// loopback port to `wrk`.
+//
+// It prints {"ready":true,"pid":N,"port":P} and serves until stdin closes.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+)
+
+func main() {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		c := make(chan int)
+		go func() { c <- 1 }()
+		<-c
+		w.Write([]byte("ok\n"))
+	})
+	go http.Serve(l, nil)
+	json.NewEncoder(os.Stdout).Encode(map[string]any{
+		"ready": true, "pid": os.Getpid(), "port": l.Addr().(*net.TCPAddr).Port,
+	})
+	bufio.NewReader(os.Stdin).ReadString('\n')
+}
