@@ -47,6 +47,9 @@ enum Config {
     /// An empty uprobe at `runtime.gopark`'s entry and at each of its RETs: the two traps
     /// per park that gort's design costs at least.
     Floor,
+    /// An empty uprobe at every place gort's default probes go (`agent/src/probes/`):
+    /// gopark, ServeHTTP, newproc1, goexit1, the GC and panic functions.
+    FloorAll,
     Gort,
 }
 
@@ -55,6 +58,7 @@ impl Config {
         match self {
             Config::NoProbes => "no probes",
             Config::Floor => "floor: 2 empty uprobes",
+            Config::FloorAll => "floor: every probe, empty",
             Config::Gort => "gort (default)",
         }
     }
@@ -84,7 +88,12 @@ pub fn run(o: Options) -> Result<()> {
         &exe,
     ))?;
 
-    let configs = [Config::NoProbes, Config::Floor, Config::Gort];
+    let configs = [
+        Config::NoProbes,
+        Config::Floor,
+        Config::FloorAll,
+        Config::Gort,
+    ];
     let mut results: Vec<(Config, Vec<Sample>)> =
         configs.iter().map(|&c| (c, Vec::new())).collect();
     // Interleave the configurations so that drift of the machine hits all alike.
@@ -121,7 +130,12 @@ fn http_bench(o: &Options, go: &Path) -> Result<()> {
         &root.join("tests/go/benchhttp"),
         &exe,
     ))?;
-    let configs = [Config::NoProbes, Config::Floor, Config::Gort];
+    let configs = [
+        Config::NoProbes,
+        Config::Floor,
+        Config::FloorAll,
+        Config::Gort,
+    ];
     let mut results: Vec<(Config, Vec<HttpSample>)> =
         configs.iter().map(|&c| (c, Vec::new())).collect();
     for rep in 0..o.reps {
@@ -225,8 +239,8 @@ fn http_once(config: Config, exe: &Path, seconds: u64) -> Result<HttpSample> {
     };
     match config {
         Config::NoProbes => wrk(&mut sample)?,
-        Config::Floor => {
-            let _probes = attach_floor(exe, pid)?;
+        Config::Floor | Config::FloorAll => {
+            let _probes = attach_floor(exe, pid, config == Config::FloorAll)?;
             wrk(&mut sample)?;
         }
         Config::Gort => {
@@ -293,8 +307,8 @@ fn run_once(config: Config, exe: &Path, round_trips: u64) -> Result<Sample> {
             workload.proceed()?;
             sample.ns_per_round_trip = workload.result()?;
         }
-        Config::Floor => {
-            let _probes = attach_floor(exe, workload.pid)?;
+        Config::Floor | Config::FloorAll => {
+            let _probes = attach_floor(exe, workload.pid, config == Config::FloorAll)?;
             workload.proceed()?;
             sample.ns_per_round_trip = workload.result()?;
         }
@@ -338,9 +352,27 @@ fn run_once(config: Config, exe: &Path, round_trips: u64) -> Result<Sample> {
     Ok(sample)
 }
 
+/// Where gort's default probes go, as (function, entry, RETs): mirrors the probe families of
+/// `agent/src/probes/` (a function a binary lacks is skipped, as gort leaves its family out).
+const GORT_PROBE_POINTS: &[(&str, bool, bool)] = &[
+    ("runtime.gopark", true, true),
+    ("net/http.serverHandler.ServeHTTP", true, true),
+    ("runtime.newproc1", false, true),
+    ("runtime.goexit1", true, false),
+    ("runtime.stopTheWorldWithSema", true, false),
+    ("runtime.startTheWorldWithSema", true, true),
+    ("runtime.gcMarkTermination", true, false),
+    ("runtime.gopanic", true, false),
+    ("runtime.gorecover", false, true),
+    ("runtime.fatalpanic", true, false),
+    ("runtime.throw", true, false),
+    ("runtime.fatal", true, false),
+];
+
 /// Loads the empty uprobe (`agent-ebpf/src/bin/floor.rs`) and attaches it at the entry and
-/// every RET of `runtime.gopark` of process `pid`; detached when dropped.
-fn attach_floor(exe: &Path, pid: u32) -> Result<aya::Ebpf> {
+/// every RET of `runtime.gopark` of process `pid` (with `all`, at every place gort's probes
+/// go); detached when dropped.
+fn attach_floor(exe: &Path, pid: u32, all: bool) -> Result<aya::Ebpf> {
     use aya::programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeScope},
@@ -353,11 +385,24 @@ fn attach_floor(exe: &Path, pid: u32) -> Result<aya::Ebpf> {
         .try_into()?;
     program.load()?;
     let bin = gobinary::GoBinary::open(exe)?;
-    let gopark = bin
-        .function("runtime.gopark")
-        .context("no runtime.gopark")?;
-    let mut points = vec![gopark.entry];
-    points.extend(bin.ret_instructions(&gopark)?);
+    let mut points = Vec::new();
+    let wanted = if all {
+        GORT_PROBE_POINTS
+    } else {
+        &GORT_PROBE_POINTS[..1]
+    };
+    for &(name, entry, returns) in wanted {
+        let Some(f) = bin.function(name) else {
+            ensure!(name != "runtime.gopark", "no runtime.gopark");
+            continue;
+        };
+        if entry {
+            points.push(f.entry);
+        }
+        if returns {
+            points.extend(bin.ret_instructions(&f)?);
+        }
+    }
     let scope = UProbeScope::OneProcess(std::num::NonZeroU32::new(pid).context("pid 0")?);
     for vaddr in points {
         let offset = bin
