@@ -128,16 +128,7 @@ pub async fn run_until(
                 _ => return Err(e.into()),
             },
         };
-        let b = Arc::new(AttachedBinary {
-            slot: a.slot,
-            target: target.clone(),
-            exe: exe_display.clone(),
-            unavailable: a
-                .unavailable
-                .iter()
-                .map(|(family, why)| (format!("{family:?}").to_lowercase(), why.clone()))
-                .collect(),
-        });
+        let b = Arc::new(AttachedBinary::new(&a, target.clone(), exe_display.clone()));
         for (family, why) in &b.unavailable {
             eprintln!("gort: {family} probes unavailable for {exe_display}: {why}");
         }

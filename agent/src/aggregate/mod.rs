@@ -59,6 +59,24 @@ pub struct AttachedBinary {
 }
 
 impl AttachedBinary {
+    /// The binary `attachment` attached to, run as `exe`.
+    pub fn new(
+        attachment: &crate::probes::Attachment,
+        target: Arc<GoTarget>,
+        exe: String,
+    ) -> AttachedBinary {
+        AttachedBinary {
+            slot: attachment.slot,
+            target,
+            exe,
+            unavailable: attachment
+                .unavailable
+                .iter()
+                .map(|(family, why)| (format!("{family:?}").to_lowercase(), why.clone()))
+                .collect(),
+        }
+    }
+
     /// Whether the probes of `family` are attached.
     pub fn probes(&self, family: &str) -> bool {
         !self.unavailable.iter().any(|(f, _)| f == family)

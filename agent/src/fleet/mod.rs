@@ -263,16 +263,11 @@ impl Fleet {
         if let Some(pods) = &mut self.pods {
             pods.name(&mut container);
         }
-        let binary = Arc::new(AttachedBinary {
-            slot: attachment.slot,
-            target: target.clone(),
-            exe: exe_name.clone(),
-            unavailable: attachment
-                .unavailable
-                .iter()
-                .map(|(family, why)| (format!("{family:?}").to_lowercase(), why.clone()))
-                .collect(),
-        });
+        let binary = Arc::new(AttachedBinary::new(
+            &attachment,
+            target.clone(),
+            exe_name.clone(),
+        ));
         for (family, why) in &binary.unavailable {
             // Most Go programs are not HTTP servers: that is no news.
             if family != "http" {
