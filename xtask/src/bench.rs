@@ -244,21 +244,7 @@ fn http_once(config: Config, exe: &Path, seconds: u64) -> Result<HttpSample> {
             wrk(&mut sample)?;
         }
         Config::Gort => {
-            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let base = format!("http://127.0.0.1:{port}");
-            let gort = Guard(
-                Command::new(workspace_root().join("target/release/gort"))
-                    .args(["run", "--pid", &pid.to_string(), "--listen"])
-                    .arg(format!("127.0.0.1:{port}"))
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .context("start gort")?,
-            );
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while get(&format!("{base}/healthz")).is_err() {
-                ensure!(Instant::now() < deadline, "gort did not start");
-                thread::sleep(Duration::from_millis(20));
-            }
+            let (gort, base) = start_gort(pid)?;
             let parks0 = sum_of(
                 &get(&format!("{base}/metrics"))?,
                 "gort_goroutine_blocks_total",
@@ -313,26 +299,7 @@ fn run_once(config: Config, exe: &Path, round_trips: u64) -> Result<Sample> {
             sample.ns_per_round_trip = workload.result()?;
         }
         Config::Gort => {
-            let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-            let base = format!("http://127.0.0.1:{port}");
-            let gort = Guard(
-                Command::new(workspace_root().join("target/release/gort"))
-                    .args([
-                        "run",
-                        "--pid",
-                        &workload.pid.to_string(),
-                        "--listen",
-                        &format!("127.0.0.1:{port}"),
-                    ])
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .context("start gort")?,
-            );
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while get(&format!("{base}/healthz")).is_err() {
-                ensure!(Instant::now() < deadline, "gort did not start");
-                thread::sleep(Duration::from_millis(20));
-            }
+            let (gort, base) = start_gort(workload.pid)?;
             let cpu0 = cpu_ticks(gort.0.id())?;
             let t0 = Instant::now();
             workload.proceed()?;
@@ -368,6 +335,27 @@ const GORT_PROBE_POINTS: &[(&str, bool, bool)] = &[
     ("runtime.throw", true, false),
     ("runtime.fatal", true, false),
 ];
+
+/// Starts the release `gort run --pid PID` on a free loopback port and waits until it serves
+/// (it serves once attached); returns it and its base URL.
+fn start_gort(pid: u32) -> Result<(Guard, String)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let base = format!("http://127.0.0.1:{port}");
+    let gort = Guard(
+        Command::new(workspace_root().join("target/release/gort"))
+            .args(["run", "--pid", &pid.to_string(), "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start gort")?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(&format!("{base}/healthz")).is_err() {
+        ensure!(Instant::now() < deadline, "gort did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+    Ok((gort, base))
+}
 
 /// Loads the empty uprobe (`agent-ebpf/src/bin/floor.rs`) and attaches it at the entry and
 /// every RET of `runtime.gopark` of process `pid` (with `all`, at every place gort's probes
