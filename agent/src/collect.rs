@@ -2,9 +2,13 @@
 //! ring buffer on a short timer (the probes submit without waking anyone), reads the kernel's
 //! drop and activity counters and the set of goroutines parked right now, and pushes it all
 //! into a bounded channel. What does not fit is counted, never waited for.
+//!
+//! Process changes (exec, exit) are drained after the probes' rings, in the same pass: an
+//! event of a program drained in a pass was written after that program's exec, so the exec is
+//! in the same pass or an earlier one, and the aggregator can split the pass at the exec's time.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     path::Path,
     sync::{
         Arc,
@@ -22,6 +26,7 @@ use crate::probes::{
     http::{self, RequestProbeEvent},
     lifecycle::{self, LifecycleEvent},
     panics::{self, PanicProbeEvent},
+    procs::{ProcessChange, ProcessWatch},
     sched::{self, SchedEvent},
 };
 
@@ -37,6 +42,8 @@ pub enum Event {
     Kernel(KernelCounters),
     /// The goroutines parked right now (the in-flight map), read at `taken_ns`.
     Parked(ParkedSnapshot),
+    /// A process started a new program or exited.
+    Process(ProcessChange),
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -69,6 +76,8 @@ pub type Batch = Vec<Event>;
 pub struct AgentDrops {
     /// The aggregator fell behind.
     pub channel_full: AtomicU64,
+    /// Process changes the run loop fell behind on (a rescan catches up).
+    pub process_changes_missed: AtomicU64,
     /// `--events` lines that could not be written.
     events: std::sync::OnceLock<Arc<AtomicU64>>,
 }
@@ -90,7 +99,16 @@ pub struct Collector {
     drain_interval: Duration,
     snapshot_every: u32,
     last_counters: KernelCounters,
+    /// The exec and exit tracepoints, and who else wants to hear of them (`--all` attaches).
+    process_watch: Option<(ProcessWatch, mpsc::Sender<ProcessChange>)>,
+    /// Execs since the last parked snapshot: parks recorded before them are the old program's.
+    execs_since_snapshot: HashMap<u32, u64>,
+    /// Process changes of a batch the aggregator had no room for.
+    carried: Vec<Event>,
 }
+
+/// Bound of [`Collector::carried`].
+const MAX_CARRIED_CHANGES: usize = 65_536;
 
 impl Collector {
     pub fn new(
@@ -110,7 +128,21 @@ impl Collector {
             drain_interval,
             snapshot_every,
             last_counters: KernelCounters::default(),
+            process_watch: None,
+            execs_since_snapshot: HashMap::new(),
+            carried: Vec::new(),
         }
+    }
+
+    /// Also passes on exec and exit events: to the aggregator in the batches, and to
+    /// `changes` (bounded; what does not fit is counted).
+    pub fn with_process_watch(
+        mut self,
+        watch: ProcessWatch,
+        changes: mpsc::Sender<ProcessChange>,
+    ) -> Collector {
+        self.process_watch = Some((watch, changes));
+        self
     }
 
     /// Runs until the aggregator goes away.
@@ -120,7 +152,8 @@ impl Collector {
         let mut n: u32 = 0;
         loop {
             tick.tick().await;
-            let mut batch = self.drain();
+            let mut batch = std::mem::take(&mut self.carried);
+            batch.extend(self.drain());
             // The counters are cheap to read (a few syscalls) and drops must show at once.
             let counters = self.kernel_counters();
             if counters != self.last_counters {
@@ -137,13 +170,20 @@ impl Collector {
             match self.tx.try_send(batch) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(batch)) => {
-                    let lost = batch
+                    // Process changes keep identities apart: they wait for the next batch.
+                    let (changes, rest): (Vec<Event>, Vec<Event>) = batch
+                        .into_iter()
+                        .partition(|e| matches!(e, Event::Process(_)));
+                    let lost = rest
                         .iter()
                         .filter(|e| !matches!(e, Event::Kernel(_) | Event::Parked(_)))
                         .count();
+                    let kept = changes.len().min(MAX_CARRIED_CHANGES);
                     self.drops
                         .channel_full
-                        .fetch_add(lost as u64, Ordering::Relaxed);
+                        .fetch_add((lost + changes.len() - kept) as u64, Ordering::Relaxed);
+                    self.carried = changes;
+                    self.carried.truncate(kept);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
@@ -180,6 +220,20 @@ impl Collector {
                 batch.push(Event::Lifecycle(e));
             }
         }
+        // Last: see the module's comment.
+        if let Some((watch, changes)) = &mut self.process_watch {
+            for change in watch.drain() {
+                if let ProcessChange::Exec { pid, ns } = change {
+                    self.execs_since_snapshot.insert(pid, ns);
+                }
+                batch.push(Event::Process(change));
+                if changes.try_send(change).is_err() {
+                    self.drops
+                        .process_changes_missed
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         batch
     }
 
@@ -209,7 +263,14 @@ impl Collector {
         let mut gone: HashSet<u32> = HashSet::new();
         for entry in self.maps.parked.iter() {
             let Ok((key, parked)) = entry else { continue };
-            let is_alive = if alive.contains(&key.pid) {
+            // The goroutine of a program that exec'd: it never resumes.
+            let replaced = self
+                .execs_since_snapshot
+                .get(&key.pid)
+                .is_some_and(|&exec_ns| parked.park_ns < exec_ns);
+            let is_alive = if replaced {
+                false
+            } else if alive.contains(&key.pid) {
                 true
             } else if gone.contains(&key.pid) {
                 false
@@ -235,6 +296,7 @@ impl Collector {
         for key in dead {
             let _ = self.maps.parked.remove(&key);
         }
+        self.execs_since_snapshot.clear();
         ParkedSnapshot {
             taken_ns,
             goroutines,

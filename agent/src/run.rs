@@ -54,8 +54,9 @@ enum Want {
     All,
 }
 
-/// How often `--all` reads the process watch (exec and exit events).
-const PROCESS_WATCH_INTERVAL: Duration = Duration::from_millis(50);
+/// Room for process changes (exec, exit) the run loop has not handled yet; beyond it they are
+/// counted, and `--all`'s rescan catches up.
+const PROCESS_CHANGES_QUEUE: usize = 4096;
 
 pub async fn run(o: RunOptions) -> Result<()> {
     run_until(o, shutdown_signal(), None).await
@@ -140,13 +141,20 @@ pub async fn run_until(
         binary = Some(b);
     }
 
-    // --all: the process watch, then every Go process running now.
+    // Every mode watches execs and exits: an exec keeps the pid, and a new program must not
+    // continue the old one's numbers; --all also attaches to what starts.
+    let (process_watch, drops) = ProcessWatch::start()?;
+    maps.drops.push(drops);
+    let (changes_tx, mut changes) = mpsc::channel(PROCESS_CHANGES_QUEUE);
+    // The executable a --pid target runs: an exec of another one ends the watch.
+    let pid_exe = match &want {
+        Want::Pid { id, .. } => process::exe_identity(id.pid),
+        _ => None,
+    };
+
+    // --all: every Go process running now.
     let mut fleet = None;
-    let mut process_watch = None;
     if let Want::All = want {
-        let (watch, drops) = ProcessWatch::start()?;
-        maps.drops.push(drops);
-        process_watch = Some(watch);
         let selector = Selector {
             include: o.include.clone(),
             exclude: o.exclude.clone(),
@@ -222,7 +230,8 @@ pub async fn run_until(
         agent_drops,
         o.drain_interval,
         PARKED_SNAPSHOT_INTERVAL,
-    );
+    )
+    .with_process_watch(process_watch, changes_tx);
     let (mut aggregator, handle) = Aggregator::new(state, rx);
     let mut otlp_flush = None;
     if let Some(config) = otlp_config {
@@ -260,7 +269,6 @@ pub async fn run_until(
     }
 
     let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);
-    let mut watch_tick = tokio::time::interval(PROCESS_WATCH_INTERVAL);
     let mut rescan = tokio::time::interval(o.rescan_interval.max(Duration::from_millis(100)));
     rescan.reset();
     if let Some(ready) = ready {
@@ -284,22 +292,61 @@ pub async fn run_until(
                     }
                 }
             }
-            _ = watch_tick.tick(), if process_watch.is_some() => {
-                let (Some(watch), Some(fleet)) = (&mut process_watch, &mut fleet) else { continue };
-                let mut exited = false;
-                for change in watch.drain() {
+            Some(change) = changes.recv() => {
+                if let Some(fleet) = &mut fleet {
                     match change {
                         ProcessChange::Exec { pid, ns } => {
                             if let Some(new) = fleet.on_exec(pid, ns, &mut probes, &binaries) {
                                 handle.attached(new.pid, new.binary, new.container).await;
                             }
                         }
-                        ProcessChange::Exit(_) => exited = true,
+                        ProcessChange::Exit { .. } => {
+                            for pid in fleet.release_exited(&mut probes, &binaries) {
+                                eprintln!("gort: process {pid} exited; still serving what was measured");
+                            }
+                        }
                     }
-                }
-                if exited {
-                    for pid in fleet.release_exited(&mut probes, &binaries) {
-                        eprintln!("gort: process {pid} exited; still serving what was measured");
+                } else if let (Want::Pid { id, exe_display }, Some(_)) = (&want, &attachment) {
+                    match change {
+                        ProcessChange::Exec { pid, .. } if pid == id.pid => {
+                            let old = attachment.take().expect("checked");
+                            binaries.write().expect("not poisoned").remove(&old.slot);
+                            probes.detach(old);
+                            let same_exe = process::exe_identity(pid) == pid_exe;
+                            let target = target.as_ref().expect("--pid has a target");
+                            // A pid-scoped uprobe follows the task that was the process's first
+                            // thread: after an exec from another thread (which takes over the
+                            // pid) it stays silent. So attach anew, as to a new process.
+                            let attached = same_exe
+                                .then(|| probes.attach(target, &process::exe_path(pid), Scope::Process(pid)));
+                            match attached {
+                                Some(Ok(a)) => {
+                                    let b = Arc::new(AttachedBinary::new(&a, target.clone(), exe_display.clone()));
+                                    binaries.write().expect("not poisoned").insert(a.slot, b.clone());
+                                    handle.attached(pid, b, process::container_identity(pid)).await;
+                                    attachment = Some(a);
+                                    eprintln!(
+                                        "gort: process {pid} started {exe_display} anew (exec); \
+                                         following the new program"
+                                    );
+                                }
+                                Some(Err(e)) => eprintln!(
+                                    "gort: process {pid} started {exe_display} anew (exec), but \
+                                     gort cannot attach to it: {e}; still serving what was measured"
+                                ),
+                                None => eprintln!(
+                                    "gort: process {pid} started another program (exec); still \
+                                     serving what was measured"
+                                ),
+                            }
+                        }
+                        // Not an exec from another thread than the first (the kernel ends
+                        // the first thread then, and the exec'ing one takes over the pid).
+                        ProcessChange::Exit { pid, .. } if pid == id.pid && !id.is_alive() => {
+                            eprintln!("gort: process {pid} exited; still serving what was measured");
+                            probes.detach(attachment.take().expect("checked"));
+                        }
+                        _ => {}
                     }
                 }
             }

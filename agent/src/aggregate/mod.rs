@@ -16,7 +16,7 @@ pub mod traceparent;
 pub mod view;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -38,6 +38,7 @@ use crate::{
         http::RequestProbeEvent,
         lifecycle::LifecycleEvent,
         panics::{PanicEventKind, PanicProbeEvent},
+        procs::ProcessChange,
         sched::SchedEvent,
     },
     target::{
@@ -260,7 +261,12 @@ pub struct ProcessState {
     /// The last reading of the runtime's own scheduling-latency histogram.
     pub sched_latency: Option<sched_latency::RuntimeHistogram>,
     pub first_seen_ns: u64,
+    /// When this program began (its exec), if gort saw it: events of the pid from before
+    /// belong to the program it replaced. 0 if unknown.
+    pub started_ns: u64,
     pub exited_ns: Option<u64>,
+    /// When another program took this pid (an exec, or a reused pid), if gort saw it.
+    pub replaced_ns: Option<u64>,
 }
 
 /// Reads goroutines' `runtime.g` through `/proc/PID/mem`.
@@ -310,6 +316,13 @@ impl GoroutineReader for MemoryReader<'_> {
 }
 
 impl ProcessState {
+    /// The program stopped at `at_ns` (exited, or replaced by an exec): keep what was measured.
+    fn end(&mut self, at_ns: u64) {
+        self.exited_ns = Some(at_ns);
+        self.memory = None;
+        self.blocking.process_exited(at_ns);
+    }
+
     /// A finished request as a record: trace ids, blocking per reason, the longest block's
     /// frame, child spans.
     fn request_record(
@@ -570,14 +583,27 @@ pub struct State {
     pub processes: BTreeMap<u32, ProcessState>,
     pub kernel: KernelCounters,
     agent_drops: Arc<AgentDrops>,
-    /// Events whose binary slot was unknown (should stay 0).
-    pub unknown_binary_events: u64,
+    /// Events gort could not file under a tracked program: of a released binary slot, or
+    /// late events of a program that exited or was replaced.
+    pub unattributed_events: u64,
+    /// Execs of tracked programs whose replacement has not been filed yet: pid → exec ns.
+    pending_execs: HashMap<u32, u64>,
     /// Where `--events` records go.
     pub events: Option<EventsSender>,
     /// Where spans go, and what the OTLP exporter could not send.
     pub otlp: Option<OtlpSender>,
     pub export_stats: Option<Arc<ExportStats>>,
     last_sweep_ns: u64,
+}
+
+/// Where an event of a pid goes.
+enum Filing {
+    /// To the program tracked on the pid.
+    Known,
+    /// To a program gort starts to track on the pid now.
+    New,
+    /// Nowhere: no tracked program owns it (counted).
+    Unattributed,
 }
 
 /// Goroutines not parked and without events for this long get checked for exit.
@@ -592,7 +618,8 @@ impl State {
             processes: BTreeMap::new(),
             kernel: KernelCounters::default(),
             agent_drops,
-            unknown_binary_events: 0,
+            unattributed_events: 0,
+            pending_execs: HashMap::new(),
             events: None,
             otlp: None,
             export_stats: None,
@@ -603,13 +630,17 @@ impl State {
     /// Starts tracking `pid` (if not yet) as a process of `binary`.
     pub fn add_process(&mut self, pid: u32, binary: Arc<AttachedBinary>) -> &mut ProcessState {
         let now = monotonic_ns();
-        let stale = self
-            .processes
-            .get(&pid)
-            .is_some_and(|p| p.exited_ns.is_some() || p.binary.slot != binary.slot);
-        if stale {
-            // A new process with a reused pid.
-            self.processes.remove(&pid);
+        let mut started_ns = 0;
+        if let Some(old) = self.processes.get(&pid) {
+            if old.exited_ns.is_some() {
+                // A new program on this pid (exec or reuse).
+                started_ns = old.replaced_ns.unwrap_or(0);
+                self.processes.remove(&pid);
+            } else if old.binary.slot != binary.slot {
+                // The same program, attached anew.
+                started_ns = old.started_ns;
+                self.processes.remove(&pid);
+            }
         }
         let settings = &self.settings;
         self.processes.entry(pid).or_insert_with(|| {
@@ -652,13 +683,27 @@ impl State {
                 sites: sites::BlockSites::default(),
                 sched_latency: None,
                 first_seen_ns: now,
+                started_ns,
+                replaced_ns: None,
             }
         })
     }
 
     pub fn apply(&mut self, batch: Batch) {
+        // An exec in this batch splits its pid's events: those from before it are the old
+        // program's, the rest the new one's (`collect`: nothing of the new program can come
+        // in an earlier batch than its exec).
+        for event in &batch {
+            if let Event::Process(ProcessChange::Exec { pid, ns }) = *event {
+                if self.processes.get(&pid).is_some_and(|p| p.started_ns < ns) {
+                    self.pending_execs.insert(pid, ns);
+                }
+            }
+        }
+        let mut changes = Vec::new();
         for event in batch {
             match event {
+                Event::Process(change) => changes.push(change),
                 Event::Sched(e) => self.apply_sched(e),
                 Event::Gc(e) => self.apply_gc(e),
                 Event::Lifecycle(e) => self.apply_lifecycle(e),
@@ -678,7 +723,8 @@ impl State {
                         if p.exited_ns.is_some() {
                             continue;
                         }
-                        let parked = by_pid.remove(pid).unwrap_or_default();
+                        let mut parked = by_pid.remove(pid).unwrap_or_default();
+                        parked.retain(|&(_, _, _, park_ns)| park_ns >= p.started_ns);
                         let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
                         p.blocking
                             .on_parked_snapshot(&parked, snapshot.taken_ns, &limits, &reader);
@@ -686,12 +732,59 @@ impl State {
                 }
             }
         }
+        self.apply_process_changes(changes);
+    }
+
+    /// Ends programs that exited or were replaced, after the events of their batch (which
+    /// all happened before).
+    fn apply_process_changes(&mut self, changes: Vec<ProcessChange>) {
+        for change in changes {
+            match change {
+                ProcessChange::Exec { pid, .. } => {
+                    // No event of the new program yet: the old one still ends here.
+                    if let Some(at) = self.pending_execs.remove(&pid) {
+                        self.end_process(pid, at, true);
+                    }
+                }
+                ProcessChange::Exit { pid, ns } => {
+                    // The first thread also ends when another thread execs (and takes over
+                    // the pid): the exec, not this, ends the program then.
+                    if self.processes.get(&pid).is_some_and(|p| {
+                        p.started_ns <= ns && !p.id.is_some_and(|id| id.is_alive())
+                    }) {
+                        self.end_process(pid, ns, false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Program `pid` ended at `at_ns` (`replaced`: by an exec on the same pid).
+    fn end_process(&mut self, pid: u32, at_ns: u64, replaced: bool) {
+        let Some(p) = self.processes.get_mut(&pid) else {
+            return;
+        };
+        if p.exited_ns.is_none() {
+            log::info!(
+                "process {pid} ({}) {}; keeping what was measured",
+                p.service,
+                if replaced {
+                    "started a new program"
+                } else {
+                    "exited"
+                }
+            );
+            p.end(at_ns);
+        }
+        if replaced {
+            p.replaced_ns = Some(at_ns);
+        }
     }
 
     fn apply_request(&mut self, e: RequestProbeEvent) {
         let events = self.events.clone();
         let otlp = self.otlp.clone();
-        let Some(p) = self.process_for(e.binary as u32, e.pid) else {
+        let Some(p) = self.process_for(e.binary as u32, e.pid, e.ns) else {
             return;
         };
         if e.start {
@@ -731,7 +824,7 @@ impl State {
 
     fn apply_panic(&mut self, e: PanicProbeEvent) {
         let events = self.events.clone();
-        let Some(p) = self.process_for(e.binary as u32, e.pid) else {
+        let Some(p) = self.process_for(e.binary as u32, e.pid, e.ns) else {
             return;
         };
         let resolved = match e.kind {
@@ -754,7 +847,7 @@ impl State {
 
     fn apply_lifecycle(&mut self, e: LifecycleEvent) {
         let limits = self.settings.retention;
-        let Some(p) = self.process_for(e.binary as u32, e.pid) else {
+        let Some(p) = self.process_for(e.binary as u32, e.pid, e.ns) else {
             return;
         };
         if e.created {
@@ -775,12 +868,16 @@ impl State {
     }
 
     fn apply_gc(&mut self, e: GcProbeEvent) {
-        let (binary, pid) = match e {
-            GcProbeEvent::Pause { binary, pid, .. } | GcProbeEvent::Cycle { binary, pid, .. } => {
-                (binary, pid)
-            }
+        let (binary, pid, at_ns) = match e {
+            GcProbeEvent::Pause {
+                binary,
+                pid,
+                start_ns,
+                ..
+            } => (binary, pid, start_ns),
+            GcProbeEvent::Cycle { binary, pid, at_ns } => (binary, pid, at_ns),
         };
-        let Some(p) = self.process_for(binary as u32, pid) else {
+        let Some(p) = self.process_for(binary as u32, pid, at_ns) else {
             return;
         };
         match e {
@@ -797,45 +894,76 @@ impl State {
         }
     }
 
-    /// The live process `pid` of binary `slot`, started to be tracked on its first event.
-    fn process_for(&mut self, slot: u32, pid: u32) -> Option<&mut ProcessState> {
-        let known = self
-            .processes
-            .get(&pid)
-            .is_some_and(|p| p.binary.slot == slot && p.exited_ns.is_none());
-        if !known {
-            // Late events of an exited process whose slot went to another process.
-            let exited = self
-                .processes
-                .get(&pid)
-                .is_some_and(|p| p.exited_ns.is_some() && ProcessId::of(pid).is_err());
-            if exited {
-                self.unknown_binary_events += 1;
+    /// The live program on `pid` of binary `slot` for an event at `at_ns`, started to be
+    /// tracked on its first event; None for events gort cannot file under it (counted).
+    fn process_for(&mut self, slot: u32, pid: u32, at_ns: u64) -> Option<&mut ProcessState> {
+        if let Some(&exec_ns) = self.pending_execs.get(&pid) {
+            if at_ns >= exec_ns {
+                // The first event of the program that replaced the tracked one.
+                self.pending_execs.remove(&pid);
+                self.end_process(pid, exec_ns, true);
+            }
+        }
+        let filing = match self.processes.get(&pid) {
+            None => Filing::New,
+            Some(p) => match p.exited_ns {
+                // The program it replaced, late.
+                None if at_ns < p.started_ns => Filing::Unattributed,
+                None if p.binary.slot == slot => Filing::Known,
+                // The same program attached anew.
+                None => Filing::New,
+                // Before its end: it still ran then.
+                Some(end) if at_ns <= end && p.binary.slot == slot => Filing::Known,
+                Some(end) if at_ns <= end => Filing::Unattributed,
+                // A new program on a reused pid.
+                Some(_) if ProcessId::of(pid).is_ok() => Filing::New,
+                Some(_) => Filing::Unattributed,
+            },
+        };
+        match filing {
+            Filing::Known => {}
+            Filing::Unattributed => {
+                self.unattributed_events += 1;
                 return None;
             }
-            let Some(b) = self
-                .binaries
-                .read()
-                .expect("not poisoned")
-                .get(&slot)
-                .cloned()
-            else {
-                self.unknown_binary_events += 1;
-                return None;
-            };
-            self.add_process(pid, b);
+            Filing::New => {
+                let Some(b) = self
+                    .binaries
+                    .read()
+                    .expect("not poisoned")
+                    .get(&slot)
+                    .cloned()
+                else {
+                    self.unattributed_events += 1;
+                    return None;
+                };
+                if self.add_process(pid, b).started_ns > at_ns {
+                    self.unattributed_events += 1;
+                    return None;
+                }
+            }
         }
         self.processes.get_mut(&pid)
     }
 
     fn apply_sched(&mut self, e: SchedEvent) {
-        let (binary, pid) = match &e {
-            SchedEvent::Block { binary, pid, .. }
-            | SchedEvent::ResumeUnmatched { binary, pid, .. } => (*binary as u32, *pid),
+        let (binary, pid, at_ns) = match &e {
+            SchedEvent::Block {
+                binary,
+                pid,
+                resume_ns,
+                ..
+            }
+            | SchedEvent::ResumeUnmatched {
+                binary,
+                pid,
+                resume_ns,
+                ..
+            } => (*binary as u32, *pid, *resume_ns),
         };
         let limits = self.settings.retention;
         let span_min_ns = self.settings.span_min_block_ns;
-        let Some(p) = self.process_for(binary, pid) else {
+        let Some(p) = self.process_for(binary, pid, at_ns) else {
             return;
         };
         let reader = MemoryReader::of(p.memory.as_ref(), &p.binary.target);
@@ -898,9 +1026,7 @@ impl State {
                     p.pid,
                     p.service
                 );
-                p.exited_ns = Some(now_ns);
-                p.memory = None;
-                p.blocking.process_exited(now_ns);
+                p.end(now_ns);
             }
             if sweep {
                 // With the lifecycle probes exits are seen; without, they are found in memory.

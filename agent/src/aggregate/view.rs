@@ -20,6 +20,9 @@ pub struct MetricsView {
     pub lost: Vec<(&'static str, u64)>,
     /// Kernel activity: (stat, count).
     pub probe_stats: Vec<(&'static str, u64)>,
+    /// Events left out because no tracked program owned them (late events of a program that
+    /// exited or was replaced).
+    pub unattributed: u64,
     /// OTLP export, when on: (signal, sent, dropped).
     pub export: Vec<(&'static str, u64, u64)>,
 }
@@ -204,6 +207,13 @@ pub fn metrics(state: &State) -> MetricsView {
             .load(std::sync::atomic::Ordering::Relaxed),
     ));
     lost.push(("events_output", state.agent_drops().events_dropped()));
+    lost.push((
+        "process_changes_missed",
+        state
+            .agent_drops()
+            .process_changes_missed
+            .load(std::sync::atomic::Ordering::Relaxed),
+    ));
     let probe_stats = vec![
         ("parks", k.stats[Stat::Parks as usize]),
         ("resumes", k.stats[Stat::Resumes as usize]),
@@ -227,6 +237,7 @@ pub fn metrics(state: &State) -> MetricsView {
         processes,
         lost,
         probe_stats,
+        unattributed: state.unattributed_events,
         export,
     }
 }
@@ -522,6 +533,9 @@ pub struct ProcessView {
     pub go_version: String,
     /// `attached` or `exited`.
     pub state: &'static str,
+    /// The probes' attachment it was measured through; a program attached anew (e.g. after
+    /// an exec under `--all`) gets another one.
+    pub attach_slot: u32,
     pub first_seen_unix_ns: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exited_unix_ns: Option<u64>,
@@ -576,6 +590,7 @@ pub fn processes(state: &State, _now_ns: u64) -> Vec<ProcessView> {
                 } else {
                     "attached"
                 },
+                attach_slot: p.binary.slot,
                 first_seen_unix_ns: clock.unix_ns(p.first_seen_ns),
                 exited_unix_ns: p.exited_ns.map(|e| clock.unix_ns(e)),
                 pie: t.binary.is_pie(),

@@ -486,6 +486,15 @@ impl Collector for ViewCollector {
             let labels: Labels = vec![("kind", kind.to_string())];
             ConstCounter::new(*n).encode(family.encode_family(&Escaped(&labels))?)?;
         }
+
+        let family = encoder.encode_descriptor(
+            "gort_events_unattributed",
+            "Probe events left out because no program gort tracks owned them: late events of a \
+             program that exited or was replaced by an exec or a reused pid.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(view.unattributed).encode(family)?;
         Ok(())
     }
 }
@@ -542,6 +551,7 @@ mod tests {
             }],
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],
+            unattributed: 0,
             export: vec![],
         };
         let text = encode(view);

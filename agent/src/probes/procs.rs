@@ -1,6 +1,8 @@
 //! The process watch (kernel side: `agent-ebpf/src/bin/procs.rs`, shared types:
 //! `agent_common::procs`): the raw tracepoints `sched_process_exec` and `sched_process_exit`, so that
-//! `gort run --all` attaches to Go programs as they start and releases them as they exit.
+//! `gort run --all` attaches to Go programs as they start and releases them as they exit, and
+//! so that the aggregator never files a new program's data under an old one's identity (an
+//! exec keeps the pid and the start time; a reused pid keeps the pid).
 
 use agent_common::procs::{ProcessEvent, process_kind};
 use aya::{
@@ -24,11 +26,9 @@ const TRACEPOINTS: [(&str, &str); 2] = [
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessChange {
     /// `pid` started a program at `ns` (CLOCK_MONOTONIC).
-    Exec {
-        pid: u32,
-        ns: u64,
-    },
-    Exit(u32),
+    Exec { pid: u32, ns: u64 },
+    /// Process `pid` exited at `ns`.
+    Exit { pid: u32, ns: u64 },
 }
 
 /// The loaded and attached tracepoints; detached when dropped.
@@ -89,7 +89,10 @@ impl ProcessWatch {
                     pid: e.pid,
                     ns: e.ns,
                 }),
-                process_kind::EXIT => out.push(ProcessChange::Exit(e.pid)),
+                process_kind::EXIT => out.push(ProcessChange::Exit {
+                    pid: e.pid,
+                    ns: e.ns,
+                }),
                 _ => {}
             }
         }

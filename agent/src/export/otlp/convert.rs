@@ -760,6 +760,7 @@ mod tests {
             processes: vec![p],
             lost: vec![],
             probe_stats: vec![],
+            unattributed: 0,
             export: vec![],
         };
         let decoded =

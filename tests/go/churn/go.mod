@@ -1,0 +1,3 @@
+module gort.test/churn
+
+go 1.21
