@@ -3,7 +3,7 @@
 
 use std::{env, fs, path::PathBuf};
 
-const PROGRAMS: &[&str] = &["sched", "gc", "lifecycle", "panics", "procs"];
+const PROGRAMS: &[&str] = &["sched", "gc", "lifecycle", "panics", "procs", "floor"];
 
 fn main() {
     println!("cargo::rerun-if-env-changed=GORT_EBPF_DIR");

@@ -139,6 +139,19 @@ pub struct RunOptions {
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
 
+    /// Keep what gort costs the host (its probe hits in the targets plus its own CPU) under
+    /// this share of the host's CPU, e.g. `2%`, by attaching the probes for part of each
+    /// sampling period; totals are then also reported as estimates (`*_estimated_total`) and
+    /// the share in force as `gort_sampling_ratio`. With --pid.
+    #[arg(long, value_parser = crate::budget::parse_share, env = "GORT_OVERHEAD_BUDGET", conflicts_with_all = ["all", "exe"])]
+    pub overhead_budget: Option<f64>,
+
+    /// With --overhead-budget: the sampling period (the probes are in for the first part);
+    /// lengthened when no window fits the budget (every attach/detach cycle costs the target
+    /// CPU too).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "GORT_SAMPLING_PERIOD")]
+    pub sampling_period: Duration,
+
     /// Address of the HTTP server (/metrics and the JSON API).
     #[arg(long, default_value = "127.0.0.1:9464", env = "GORT_LISTEN")]
     pub listen: SocketAddr,

@@ -71,6 +71,24 @@ pub struct ParkedSnapshot {
 
 pub type Batch = Vec<Event>;
 
+impl Event {
+    /// How many uprobe hits produced this event.
+    fn probe_hits(&self) -> u64 {
+        match self {
+            // gopark's entry and its RET.
+            Event::Sched(SchedEvent::Block { .. }) => 2,
+            Event::Sched(SchedEvent::ResumeUnmatched { .. }) => 1,
+            // stopTheWorldWithSema, startTheWorldWithSema's entry and RET.
+            Event::Gc(GcProbeEvent::Pause { .. }) => 3,
+            Event::Gc(GcProbeEvent::Cycle { .. })
+            | Event::Lifecycle(_)
+            | Event::Panic(_)
+            | Event::Request(_) => 1,
+            Event::Kernel(_) | Event::Parked(_) | Event::Process(_) => 0,
+        }
+    }
+}
+
 /// Events the agent itself could not pass on.
 #[derive(Debug, Default)]
 pub struct AgentDrops {
@@ -78,6 +96,8 @@ pub struct AgentDrops {
     pub channel_full: AtomicU64,
     /// Process changes the run loop fell behind on (a rescan catches up).
     pub process_changes_missed: AtomicU64,
+    /// Probe hits the drained events stand for (`--overhead-budget` costs them).
+    pub probe_hits: AtomicU64,
     /// `--events` lines that could not be written.
     events: std::sync::OnceLock<Arc<AtomicU64>>,
 }
@@ -85,6 +105,10 @@ pub struct AgentDrops {
 impl AgentDrops {
     pub fn set_events_dropped(&self, counter: Arc<AtomicU64>) {
         let _ = self.events.set(counter);
+    }
+
+    pub fn probe_hits(&self) -> u64 {
+        self.probe_hits.load(Ordering::Relaxed)
     }
 
     pub fn events_dropped(&self) -> u64 {
@@ -154,6 +178,8 @@ impl Collector {
             tick.tick().await;
             let mut batch = std::mem::take(&mut self.carried);
             batch.extend(self.drain());
+            let hits: u64 = batch.iter().map(Event::probe_hits).sum();
+            self.drops.probe_hits.fetch_add(hits, Ordering::Relaxed);
             // The counters are cheap to read (a few syscalls) and drops must show at once.
             let counters = self.kernel_counters();
             if counters != self.last_counters {

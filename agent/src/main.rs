@@ -5,6 +5,7 @@
 //! and an exit code.
 
 mod aggregate;
+mod budget;
 mod cli;
 mod collect;
 mod export;

@@ -12,11 +12,12 @@ use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{
     aggregate::{
-        Aggregator, AttachedBinary, Binaries, Settings, State, leaks::LeakSettings,
-        process::Retention,
+        Aggregator, AttachedBinary, Binaries, SamplingStatus, Settings, State, leaks::LeakSettings,
+        process::Retention, sampling::SamplingWindow,
     },
+    budget::{BudgetSettings, Counters, Sampler, Switch},
     cli::RunOptions,
-    collect::{AgentDrops, Collector},
+    collect::{AgentDrops, Collector, monotonic_ns},
     export::{
         api, events,
         otlp::{self, OtlpConfig},
@@ -27,7 +28,7 @@ use crate::{
         select::Selector,
     },
     probes::{
-        ProbeSettings, Probes, Scope,
+        self, ProbeSettings, Probes, Scope,
         procs::{ProcessChange, ProcessWatch},
     },
     target::{
@@ -227,7 +228,7 @@ pub async fn run_until(
     let collector = Collector::new(
         maps,
         tx,
-        agent_drops,
+        agent_drops.clone(),
         o.drain_interval,
         PARKED_SNAPSHOT_INTERVAL,
     )
@@ -268,6 +269,36 @@ pub async fn run_until(
         _ => {}
     }
 
+    // --overhead-budget: time sampling of the one attachment of --pid / --exe.
+    let mut sampler = None;
+    if let (Some(share), Some(_)) = (o.overhead_budget, &attachment) {
+        let trap = probes::calibrate::measure()
+            .context("--overhead-budget: cannot measure what a uprobe hit costs")?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let settings = BudgetSettings {
+            share,
+            period: o.sampling_period.max(Duration::from_millis(100)),
+            trap_cost_ns: trap.hit_ns,
+            removal: trap.removal,
+            cpus,
+        };
+        eprintln!(
+            "gort: one uprobe hit costs {:.1} µs here (and a removed uprobe fires for {:?} \
+             more); keeping gort under {:.1} % of {cpus} CPUs by attaching its probes for part \
+             of every {:?}",
+            trap.hit_ns as f64 / 1e3,
+            trap.removal,
+            share * 100.0,
+            settings.period
+        );
+        let s = Sampler::new(
+            settings,
+            monotonic_ns(),
+            budget_counters(&agent_drops, &want),
+        );
+        handle.sampling(sampling_status(&s)).await;
+        sampler = Some(s);
+    }
     let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);
     let mut rescan = tokio::time::interval(o.rescan_interval.max(Duration::from_millis(100)));
     rescan.reset();
@@ -350,6 +381,36 @@ pub async fn run_until(
                     }
                 }
             }
+            _ = sampling_due(&sampler) => {
+                let Some(s) = &mut sampler else { continue };
+                let switch = s.switch(monotonic_ns(), budget_counters(&agent_drops, &want));
+                log::debug!(
+                    "sampling: {switch:?}; last period {:?}; ratio {:.3} of {:?}",
+                    s.last, s.ratio, s.period
+                );
+                let Some(a) = &mut attachment else { continue };
+                let scope = match &want {
+                    Want::Pid { id, .. } => Scope::Process(id.pid),
+                    _ => Scope::AllProcesses,
+                };
+                match switch {
+                    Switch::Suspend => drop(probes.suspend(a)),
+                    Switch::Settled => {}
+                    Switch::Resume => {
+                        let target = target.as_ref().expect("--pid and --exe have a target");
+                        match probes.resume(target, &open_path, scope, a) {
+                            Ok(parks_from_ns) => s.resumed_at(parks_from_ns),
+                            Err(e) => {
+                                eprintln!("gort: cannot attach the probes again: {e}; still serving what was measured");
+                                attachment = None;
+                            }
+                        }
+                        handle.resumed().await;
+                        handle.sampling(sampling_status(s)).await;
+                    }
+                    Switch::Stay => handle.sampling(sampling_status(s)).await,
+                }
+            }
             _ = rescan.tick(), if fleet.is_some() => {
                 let Some(fleet) = &mut fleet else { continue };
                 for new in fleet.scan(&mut probes, &binaries) {
@@ -379,6 +440,53 @@ pub async fn run_until(
             .context("HTTP server")?;
     }
     Ok(())
+}
+
+/// Waits until the sampler's next switch (forever without one).
+async fn sampling_due(sampler: &Option<Sampler>) {
+    match sampler {
+        Some(s) => {
+            let wait = s.next_due_ns().saturating_sub(monotonic_ns());
+            tokio::time::sleep(Duration::from_nanos(wait)).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn sampling_status(s: &Sampler) -> SamplingStatus {
+    SamplingStatus {
+        window: SamplingWindow {
+            period_ns: s.period.as_nanos() as u64,
+            window_ns: s.in_time().as_nanos() as u64,
+        },
+        cost: s.last,
+        settings: s.settings,
+        periods: s.periods,
+        window_start_ns: s.window_start_ns(),
+    }
+}
+
+/// What `--overhead-budget` reads at every switch.
+fn budget_counters(drops: &AgentDrops, want: &Want) -> Counters {
+    Counters {
+        hits: drops.probe_hits(),
+        agent_cpu_ns: own_cpu_ns(),
+        target_cpu_ns: match want {
+            Want::Pid { id, .. } => process::cpu_time_ns(id.pid).unwrap_or(0),
+            _ => 0,
+        },
+    }
+}
+
+/// gort's own CPU time (user + system), in ns.
+fn own_cpu_ns() -> u64 {
+    // SAFETY: getrusage writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    let ns = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    ns(usage.ru_utime) + ns(usage.ru_stime)
 }
 
 /// Pids of the running processes whose executable is `path`.

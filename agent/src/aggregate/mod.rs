@@ -9,6 +9,7 @@ pub mod panics;
 pub mod process;
 pub mod profile;
 pub mod requests;
+pub mod sampling;
 pub mod sched_latency;
 pub mod sites;
 pub mod symbols;
@@ -105,8 +106,25 @@ pub struct Settings {
     pub span_min_block_ns: u64,
 }
 
+/// Time sampling under `--overhead-budget`, as the run loop last set it.
+#[derive(Debug, Clone, Copy)]
+pub struct SamplingStatus {
+    pub window: sampling::SamplingWindow,
+    /// What the last period measured, once one has passed.
+    pub cost: Option<crate::budget::Cost>,
+    pub settings: crate::budget::BudgetSettings,
+    /// Periods completed.
+    pub periods: u64,
+    /// When the park probes were back in (CLOCK_MONOTONIC ns).
+    pub window_start_ns: u64,
+}
+
 /// A request from an exporter.
 pub enum Query {
+    /// The sampling for the period that begins.
+    Sampling(SamplingStatus),
+    /// The probes are back after a pause: what happened meanwhile is read from memory.
+    Resumed,
     /// `gort run --all` attached to a process: start tracking it now (walk its goroutines).
     Attached {
         pid: u32,
@@ -171,6 +189,16 @@ impl QueryHandle {
 
     pub async fn metrics(&self) -> Option<view::MetricsView> {
         self.ask(Query::Metrics).await
+    }
+
+    /// Sets the sampling of the period that begins.
+    pub async fn sampling(&self, status: SamplingStatus) {
+        let _ = self.0.send(Query::Sampling(status)).await;
+    }
+
+    /// The probes were suspended and are back: the goroutines' states are read anew.
+    pub async fn resumed(&self) {
+        let _ = self.0.send(Query::Resumed).await;
     }
 
     pub async fn goroutines(&self, pid: Option<u32>) -> Option<Vec<view::GoroutineView>> {
@@ -260,6 +288,8 @@ pub struct ProcessState {
     pub walked: Result<usize, String>,
     /// The last reading of the runtime's own scheduling-latency histogram.
     pub sched_latency: Option<sched_latency::RuntimeHistogram>,
+    /// Parks and blocked time scaled up under time sampling (`--overhead-budget`).
+    pub estimates: sampling::Estimates,
     pub first_seen_ns: u64,
     /// When this program began (its exec), if gort saw it: events of the pid from before
     /// belong to the program it replaced. 0 if unknown.
@@ -316,6 +346,19 @@ impl GoroutineReader for MemoryReader<'_> {
 }
 
 impl ProcessState {
+    /// Reads the goroutines' states from memory after the probes were out for a while
+    /// (what was created, exited, parked or resumed meanwhile went unseen).
+    fn resync(&mut self, now_ns: u64, limits: &Retention) {
+        let (Some(memory), Some(bias), Some(vars)) =
+            (self.memory.as_ref(), self.bias, self.binary.target.allg)
+        else {
+            return;
+        };
+        if let Ok(walked) = walk::walk(memory, vars, bias, &self.binary.target.offsets) {
+            self.blocking.on_resync(&walked, now_ns, limits);
+        }
+    }
+
     /// The program stopped at `at_ns` (exited, or replaced by an exec): keep what was measured.
     fn end(&mut self, at_ns: u64) {
         self.exited_ns = Some(at_ns);
@@ -588,6 +631,10 @@ pub struct State {
     pub unattributed_events: u64,
     /// Execs of tracked programs whose replacement has not been filed yet: pid → exec ns.
     pending_execs: HashMap<u32, u64>,
+    /// Time sampling, under `--overhead-budget`.
+    pub sampling: Option<SamplingStatus>,
+    /// The parks of the current sampled window, weighed when it ends.
+    window: sampling::OpenWindow,
     /// Where `--events` records go.
     pub events: Option<EventsSender>,
     /// Where spans go, and what the OTLP exporter could not send.
@@ -620,6 +667,8 @@ impl State {
             agent_drops,
             unattributed_events: 0,
             pending_execs: HashMap::new(),
+            sampling: None,
+            window: sampling::OpenWindow::default(),
             events: None,
             otlp: None,
             export_stats: None,
@@ -682,6 +731,7 @@ impl State {
                 profile: profile::BlockProfile::default(),
                 sites: sites::BlockSites::default(),
                 sched_latency: None,
+                estimates: sampling::Estimates::default(),
                 first_seen_ns: now,
                 started_ns,
                 replaced_ns: None,
@@ -733,6 +783,17 @@ impl State {
             }
         }
         self.apply_process_changes(changes);
+    }
+
+    /// A new sampling period: the last window's parks are weighed now that its end is known.
+    fn set_sampling(&mut self, status: SamplingStatus) {
+        let next = (status.window.window_ns < status.window.period_ns).then_some(status.window);
+        for (pid, reason, length, weight) in self.window.close(next, status.window_start_ns) {
+            if let Some(p) = self.processes.get_mut(&pid) {
+                p.estimates.add(reason, length, weight);
+            }
+        }
+        self.sampling = Some(status);
     }
 
     /// Ends programs that exited or were replaced, after the events of their batch (which
@@ -963,6 +1024,28 @@ impl State {
         };
         let limits = self.settings.retention;
         let span_min_ns = self.settings.span_min_block_ns;
+        // Under time sampling, the window's parks are held until it ends (`set_sampling`).
+        let planned = self.sampling.map(|s| s.window);
+        let sampled = planned.filter(|w| w.window_ns < w.period_ns);
+        let window = &mut self.window;
+        if let (
+            Some(planned),
+            SchedEvent::Block {
+                reason,
+                park_ns,
+                resume_ns,
+                ..
+            },
+        ) = (sampled, &e)
+        {
+            let length = resume_ns.saturating_sub(*park_ns);
+            if !window.record(pid, *reason, length, *resume_ns) {
+                // Too many to hold: weighed at once, with the planned window.
+                if let Some(p) = self.processes.get_mut(&pid) {
+                    p.estimates.add(*reason, length, planned.weight(length));
+                }
+            }
+        }
         let Some(p) = self.process_for(binary, pid, at_ns) else {
             return;
         };
@@ -980,6 +1063,11 @@ impl State {
                 let span =
                     p.requests
                         .on_block(goid, reason, park_ns, resume_ns, &frames, span_min_ns);
+                if planned.is_some() && sampled.is_none() {
+                    // All in: every park counts once.
+                    p.estimates
+                        .add(reason, resume_ns.saturating_sub(park_ns), 1.0);
+                }
                 p.profile
                     .record(reason, &frames, resume_ns.saturating_sub(park_ns));
                 if !frames.is_empty() {
@@ -1138,6 +1226,16 @@ impl Aggregator {
     fn answer(&mut self, q: Query) {
         let now = monotonic_ns();
         match q {
+            Query::Sampling(status) => self.state.set_sampling(status),
+            Query::Resumed => {
+                let now = monotonic_ns();
+                let limits = self.state.settings.retention;
+                for p in self.state.processes.values_mut() {
+                    if p.exited_ns.is_none() {
+                        p.resync(now, &limits);
+                    }
+                }
+            }
             Query::Attached {
                 pid,
                 binary,

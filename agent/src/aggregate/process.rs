@@ -293,6 +293,47 @@ impl ProcessBlocking {
         }
     }
 
+    /// Brings the goroutines up to date with a walk of the runtime's list after the probes
+    /// were out for a while: those gone exited, the others' state is the runtime's, new ones
+    /// are taken in as at attach.
+    pub fn on_resync(&mut self, walked: &[WalkedGoroutine], now_ns: u64, limits: &Retention) {
+        let live: std::collections::HashMap<u64, &WalkedGoroutine> = walked
+            .iter()
+            .filter(|w| w.status != G_DEAD && w.status != G_IDLE)
+            .map(|w| (w.goid, w))
+            .collect();
+        self.parked_now.clear();
+        for gr in self.goroutines.values_mut() {
+            if matches!(gr.state, GoroutineState::Exited { .. }) {
+                continue;
+            }
+            match live.get(&gr.goid) {
+                None => {
+                    gr.state = GoroutineState::Exited {
+                        at_ns: now_ns,
+                        seen: false,
+                    };
+                    self.exited.push_back((now_ns, gr.goid));
+                }
+                Some(w) if w.status == G_WAITING => {
+                    let since_ns = match gr.state {
+                        GoroutineState::Waiting { reason, since_ns } if reason == w.waitreason => {
+                            since_ns
+                        }
+                        _ => None,
+                    };
+                    gr.state = GoroutineState::Waiting {
+                        reason: w.waitreason,
+                        since_ns,
+                    };
+                    *self.parked_now.entry(w.waitreason).or_default() += 1;
+                }
+                Some(_) => gr.state = GoroutineState::Running,
+            }
+        }
+        self.on_walk(walked, now_ns, limits);
+    }
+
     /// Finds or starts tracking a goroutine; None when at the tracking limit.
     fn goroutine(
         &mut self,

@@ -23,8 +23,24 @@ pub struct MetricsView {
     /// Events left out because no tracked program owned them (late events of a program that
     /// exited or was replaced).
     pub unattributed: u64,
+    /// Time sampling under `--overhead-budget`.
+    pub sampling: Option<SamplingMetrics>,
     /// OTLP export, when on: (signal, sent, dropped).
     pub export: Vec<(&'static str, u64, u64)>,
+}
+
+/// What `--overhead-budget` did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingMetrics {
+    /// Share of the time the probes are in.
+    pub ratio: f64,
+    /// The budget: share of the host's CPU.
+    pub budget_share: f64,
+    /// What gort cost in the last period, as a share of the host's CPU.
+    pub estimated_share: Option<f64>,
+    /// What one uprobe hit costs here (measured at start).
+    pub trap_cost_seconds: f64,
+    pub periods: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +54,8 @@ pub struct ProcessMetrics {
     pub first_seen_unix_ns: u64,
     pub exited: bool,
     pub reasons: Vec<ReasonMetrics>,
+    /// Under time sampling: (reason, estimated parks, estimated blocked seconds).
+    pub estimates: Vec<(String, f64, f64)>,
     /// The runtime's scheduling-latency histogram, when readable.
     pub sched_latency: Option<super::sched_latency::RuntimeHistogram>,
     /// Stop-the-world pauses by the runtime's reason name.
@@ -151,6 +169,12 @@ pub fn metrics(state: &State) -> MetricsView {
                 first_seen_unix_ns: clock.unix_ns(p.first_seen_ns),
                 exited: p.exited_ns.is_some(),
                 reasons: reasons.into_values().collect(),
+                estimates: p
+                    .estimates
+                    .by_reason
+                    .iter()
+                    .map(|(&raw, &(n, secs))| (name(raw), n, secs))
+                    .collect(),
                 sched_latency: p.sched_latency.clone(),
                 pauses: gc_pauses(p),
                 gc_cycles: p.gc.cycles,
@@ -238,6 +262,13 @@ pub fn metrics(state: &State) -> MetricsView {
         lost,
         probe_stats,
         unattributed: state.unattributed_events,
+        sampling: state.sampling.map(|s| SamplingMetrics {
+            ratio: s.window.ratio(),
+            budget_share: s.settings.share,
+            estimated_share: s.cost.map(|c| c.total / f64::from(s.settings.cpus.max(1))),
+            trap_cost_seconds: s.settings.trap_cost_ns as f64 / 1e9,
+            periods: s.periods,
+        }),
         export,
     }
 }

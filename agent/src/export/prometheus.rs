@@ -495,6 +495,73 @@ impl Collector for ViewCollector {
             MetricType::Counter,
         )?;
         ConstCounter::new(view.unattributed).encode(family)?;
+
+        if let Some(sampling) = &view.sampling {
+            let estimates = || {
+                view.processes.iter().flat_map(|p| {
+                    p.estimates.iter().map(move |(reason, n, secs)| {
+                        (process_labels(p, [("reason", reason.clone())]), *n, *secs)
+                    })
+                })
+            };
+            let mut family = encoder.encode_descriptor(
+                "gort_goroutine_blocks_estimated",
+                "Under --overhead-budget: parks estimated from the sampled ones (each weighted \
+                 by the inverse of its chance to be seen whole), by wait reason. An estimate; \
+                 gort_goroutine_blocks_total counts the parks seen.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (labels, n, _) in estimates() {
+                ConstCounter::new(n).encode(family.encode_family(&Escaped(&labels))?)?;
+            }
+            let mut family = encoder.encode_descriptor(
+                "gort_goroutine_blocked_estimated",
+                "Under --overhead-budget: blocked time estimated from the sampled parks, by wait \
+                 reason. An estimate.",
+                Some(&Unit::Seconds),
+                MetricType::Counter,
+            )?;
+            for (labels, _, secs) in estimates() {
+                ConstCounter::new(secs).encode(family.encode_family(&Escaped(&labels))?)?;
+            }
+            for (name, help, value) in [
+                (
+                    "gort_sampling_ratio",
+                    "Share of the time gort's probes are attached (time sampling under \
+                     --overhead-budget; 1: everything is measured).",
+                    Some(sampling.ratio),
+                ),
+                (
+                    "gort_overhead_budget_ratio",
+                    "The --overhead-budget: share of the host's CPU gort may cost.",
+                    Some(sampling.budget_share),
+                ),
+                (
+                    "gort_overhead_ratio",
+                    "What gort cost the host in the last sampling period, as a share of its CPU, \
+                     measured: the target's CPU beyond its own use (read while the probes were \
+                     out) plus gort's own CPU.",
+                    sampling.estimated_share,
+                ),
+                (
+                    "gort_uprobe_hit_cost_seconds",
+                    "What one uprobe hit costs the probed thread on this host, measured at start.",
+                    Some(sampling.trap_cost_seconds),
+                ),
+            ] {
+                let Some(value) = value else { continue };
+                let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                ConstGauge::new(value).encode(family)?;
+            }
+            let family = encoder.encode_descriptor(
+                "gort_sampling_periods",
+                "Sampling periods completed under --overhead-budget.",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(sampling.periods).encode(family)?;
+        }
         Ok(())
     }
 }
@@ -520,6 +587,7 @@ mod tests {
                 container: Default::default(),
                 first_seen_unix_ns: 0,
                 exited: false,
+                estimates: vec![],
                 reasons: vec![ReasonMetrics {
                     reason: "chan \"receive\"".into(),
                     histogram: h,
@@ -552,6 +620,7 @@ mod tests {
             lost: vec![("ringbuf_full", 0)],
             probe_stats: vec![("parks", 5)],
             unattributed: 0,
+            sampling: None,
             export: vec![],
         };
         let text = encode(view);

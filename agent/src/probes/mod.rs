@@ -7,6 +7,7 @@
 //! and the others keep working. Probes never format output; they hand raw events to
 //! [`crate::collect`].
 
+pub mod calibrate;
 pub mod gc;
 pub mod http;
 pub mod lifecycle;
@@ -39,6 +40,8 @@ pub enum ProbeError {
         #[source]
         source: Box<aya::EbpfError>,
     },
+    #[error("cannot find gort's own code in /proc/self/maps")]
+    OwnCode,
     #[error("the eBPF object has no {kind} `{name}`")]
     Missing {
         kind: &'static str,
@@ -135,6 +138,8 @@ pub struct Probes {
     used_slots: Vec<bool>,
     /// Detaches under way in the background, and the slots they free once done.
     detaching: Vec<std::thread::JoinHandle<u32>>,
+    /// The scheduler family's in-flight parks.
+    parked: HashMap<MapData, ParkKey, Parked>,
 }
 
 impl Probes {
@@ -174,6 +179,20 @@ impl Probes {
                 source: Box::new(source),
             })?;
         load_programs(&mut panics, &panics::PROGRAMS)?;
+        // A second handle on the in-flight map, for `resume`: the collector owns the first.
+        let parked_id = match sched.map("PARKED") {
+            Some(aya::maps::Map::HashMap(data)) => data.info().map(|i| i.id()),
+            _ => Err(aya::maps::MapError::InvalidName {
+                name: "PARKED".into(),
+            }),
+        };
+        let parked = parked_id
+            .and_then(MapData::from_id)
+            .and_then(|data| HashMap::try_from(aya::maps::Map::HashMap(data)))
+            .map_err(|source| ProbeError::Map {
+                name: "PARKED",
+                source: Box::new(source),
+            })?;
         let maps = KernelMaps {
             sched_events: take_map(&mut sched, "EVENTS")?,
             gc_events: take_map(&mut gc, "GC_EVENTS")?,
@@ -204,6 +223,7 @@ impl Probes {
                 configs,
                 used_slots: vec![false; MAX_BINARIES as usize],
                 detaching: Vec::new(),
+                parked,
             },
             maps,
         ))
@@ -237,35 +257,107 @@ impl Probes {
             links: Vec::new(),
             unavailable: Vec::new(),
         };
-        if let Err(e) = sched::attach(self, target, path, scope, &mut attachment) {
+        if let Err(e) = self.attach_links(target, path, scope, &mut attachment) {
             self.detach(attachment);
             return Err(e);
         }
+        Ok(attachment)
+    }
+
+    /// Takes an attachment's probes out of the target but keeps its slot, for
+    /// [`Probes::resume`] (time sampling under `--overhead-budget`). The kernel removes the
+    /// breakpoints at once; the grace period after runs in the background.
+    /// The returned thread ends, with the time, once the kernel has removed them.
+    pub fn suspend(
+        &mut self,
+        attachment: &mut Attachment,
+    ) -> std::thread::JoinHandle<std::time::Instant> {
+        let links = self.take_links(std::mem::take(&mut attachment.links));
+        std::thread::spawn(move || {
+            drop_links(links);
+            std::time::Instant::now()
+        })
+    }
+
+    /// Puts a suspended attachment's probes back, into the same slot (late hits of the old
+    /// probes are the same binary's). A family that could not attach at first stays out.
+    /// Returns when (CLOCK_MONOTONIC ns) the park probes were in: the sampled window's start.
+    pub fn resume(
+        &mut self,
+        target: &GoTarget,
+        path: &Path,
+        scope: Scope,
+        attachment: &mut Attachment,
+    ) -> Result<u64, ProbeError> {
+        // Parks recorded before the suspension whose resume went unseen: a later RET of the
+        // same goroutine must not match them (the time between would count as one block).
+        let stale: Vec<ParkKey> = self
+            .parked
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| match scope {
+                Scope::Process(pid) => k.pid == pid,
+                Scope::AllProcesses => true,
+            })
+            .collect();
+        for key in stale {
+            let _ = self.parked.remove(&key);
+        }
+        let unavailable = std::mem::take(&mut attachment.unavailable);
+        let result = self.attach_links(target, path, scope, attachment);
+        attachment.unavailable = unavailable;
+        if result.is_err() {
+            drop(self.suspend(attachment));
+        }
+        result
+    }
+
+    /// Attaches every family's probes of `target` into `attachment`'s slot; returns when
+    /// (CLOCK_MONOTONIC ns) the scheduler family's were in.
+    fn attach_links(
+        &mut self,
+        target: &GoTarget,
+        path: &Path,
+        scope: Scope,
+        attachment: &mut Attachment,
+    ) -> Result<u64, ProbeError> {
+        let skipped: Vec<Family> = attachment.unavailable.iter().map(|(f, _)| *f).collect();
+        let wanted = |family| !skipped.contains(&family);
+        sched::attach(self, target, path, scope, attachment)?;
+        let parks_from_ns = crate::collect::monotonic_ns();
         let gc = gc::points(target).map(|points| {
             move |probes: &mut Probes, a: &mut Attachment| {
                 gc::attach(probes, &points, path, scope, a)
             }
         });
-        self.attach_optional(Family::Gc, gc, &mut attachment);
+        if wanted(Family::Gc) {
+            self.attach_optional(Family::Gc, gc, attachment);
+        }
         let lifecycle = lifecycle::points(target).map(|points| {
             move |probes: &mut Probes, a: &mut Attachment| {
                 lifecycle::attach(probes, &points, path, scope, a)
             }
         });
-        self.attach_optional(Family::Lifecycle, lifecycle, &mut attachment);
+        if wanted(Family::Lifecycle) {
+            self.attach_optional(Family::Lifecycle, lifecycle, attachment);
+        }
         let panics = panics::points(target).map(|points| {
             move |probes: &mut Probes, a: &mut Attachment| {
                 panics::attach(probes, &points, path, scope, a)
             }
         });
-        self.attach_optional(Family::Panics, panics, &mut attachment);
+        if wanted(Family::Panics) {
+            self.attach_optional(Family::Panics, panics, attachment);
+        }
         let http = http::points(target).map(|points| {
             move |probes: &mut Probes, a: &mut Attachment| {
                 http::attach(probes, &points, path, scope, a)
             }
         });
-        self.attach_optional(Family::Http, http, &mut attachment);
-        Ok(attachment)
+        if wanted(Family::Http) {
+            self.attach_optional(Family::Http, http, attachment);
+        }
+        Ok(parks_from_ns)
     }
 
     /// Attaches a family that may be left out: on failure its links are undone and the
@@ -309,28 +401,28 @@ impl Probes {
     /// kernel has removed them all (so no late hit of them can be taken for another
     /// binary's). [`Probes::settle`] waits for it.
     pub fn detach(&mut self, attachment: Attachment) {
-        let mut links = Vec::with_capacity(attachment.links.len());
-        for (family, name, link) in attachment.links {
+        let links = self.take_links(attachment.links);
+        let slot = attachment.slot;
+        self.detaching.push(std::thread::spawn(move || {
+            drop_links(links);
+            slot
+        }));
+    }
+
+    fn take_links(
+        &mut self,
+        links: Vec<(Family, &'static str, UProbeLinkId)>,
+    ) -> Vec<aya::programs::uprobe::UProbeLink> {
+        let mut taken = Vec::with_capacity(links.len());
+        for (family, name, link) in links {
             if let Ok(p) = program(self.ebpf(family), name) {
                 // The link may already be gone with its process; nothing else to do then.
                 if let Ok(link) = p.take_link(link) {
-                    links.push(link);
+                    taken.push(link);
                 }
             }
         }
-        // Dropping a link detaches its uprobe, and the kernel waits out a grace period for
-        // each uprobe it removes: the ~30 links of a binary took 1.4 s one after another on
-        // kernel 6.18, 1.1 s dropped together (the kernel serializes most of the wait), too
-        // long to hold up the agent (`--all` attaches new processes meanwhile).
-        let slot = attachment.slot;
-        self.detaching.push(std::thread::spawn(move || {
-            std::thread::scope(|scope| {
-                for link in links {
-                    scope.spawn(move || drop(link));
-                }
-            });
-            slot
-        }));
+        taken
     }
 
     /// Waits until every detach under way is done.
@@ -395,6 +487,18 @@ impl Probes {
         attachment.links.push((family, name, link));
         Ok(())
     }
+}
+
+/// Dropping a link detaches its uprobe, and the kernel waits out a grace period for each
+/// uprobe it removes: the ~30 links of a binary took 1.4 s one after another on kernel 6.18,
+/// 1.1 s dropped together (the kernel serializes most of the wait), too long to hold up the
+/// agent (`--all` attaches new processes meanwhile): callers run this in the background.
+fn drop_links(links: Vec<aya::programs::uprobe::UProbeLink>) {
+    std::thread::scope(|scope| {
+        for link in links {
+            scope.spawn(move || drop(link));
+        }
+    });
 }
 
 fn load_programs(ebpf: &mut Ebpf, names: &[&'static str]) -> Result<(), ProbeError> {

@@ -56,6 +56,18 @@ impl ProcessId {
     }
 }
 
+/// CPU time of every thread of `pid` so far, in ns (`/proc/PID/task/*/schedstat`: ns, where
+/// `/proc/PID/stat` has clock ticks).
+pub fn cpu_time_ns(pid: u32) -> Option<u64> {
+    let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .filter_map(|t| fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
 /// Field 3 of `/proc/PID/stat`: R, S, D, Z (zombie), X (dead) ...
 fn parse_state(stat: &str) -> Option<char> {
     stat[stat.rfind(')')? + 1..]

@@ -731,6 +731,7 @@ mod tests {
             container: ContainerIdentity::default(),
             first_seen_unix_ns: 5,
             exited: false,
+            estimates: vec![],
             reasons: vec![ReasonMetrics {
                 reason: "chan receive".into(),
                 histogram: h,
@@ -761,6 +762,7 @@ mod tests {
             lost: vec![],
             probe_stats: vec![],
             unattributed: 0,
+            sampling: None,
             export: vec![],
         };
         let decoded =

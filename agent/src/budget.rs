@@ -1,0 +1,397 @@
+//! `--overhead-budget`: keeps what gort costs the host (the targets' extra CPU under its
+//! probes, and its own CPU) within a share of the host's CPU by sampling in time. Each period
+//! the probes are attached for a window at its start and taken out for the rest; what a
+//! period cost is measured, not assumed, and sets the next window:
+//!
+//! - the target's extra CPU: its CPU time over the period less what it uses without probes,
+//!   read in the quiet end of the period (taking uprobes out disturbs the target for about a
+//!   second after: the kernel's grace periods; that is part of the cost, so it is left in);
+//! - split into the probe hits (counted × the measured cost of one hit, `probes::calibrate`)
+//!   and a cost per attach/detach cycle (the rest);
+//! - plus gort's own CPU.
+//!
+//! The window follows: `ratio × full-time hit cost + (cycle + gort) / period <= budget`; when
+//! no window fits, the period is lengthened. What is reported is scaled up as an estimate
+//! (`aggregate::sampling`).
+//!
+//! Pure: the run loop feeds it the clock and the counters and carries out its decisions.
+
+use std::time::Duration;
+
+/// The lowest ratio: below it the windows would be too short to measure anything.
+pub const MIN_RATIO: f64 = 0.01;
+/// The first period's ratio, before anything is known of the target's rate.
+const FIRST_RATIO: f64 = 0.1;
+/// How long the target is left to settle after the probes are taken out, at most, before its
+/// own CPU use is read.
+const SETTLE: Duration = Duration::from_millis(1500);
+/// The longest period gort lengthens to.
+const MAX_PERIOD: Duration = Duration::from_secs(120);
+
+/// What the user asked for and what was measured at start.
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetSettings {
+    /// Share of the host's CPU (all cores), e.g. 0.02.
+    pub share: f64,
+    pub period: Duration,
+    /// What one uprobe hit costs here (`probes::calibrate`).
+    pub trap_cost_ns: u64,
+    /// How long removed probes go on firing (`probes::calibrate`).
+    pub removal: Duration,
+    pub cpus: u32,
+}
+
+impl BudgetSettings {
+    /// The budget in CPU-seconds per second.
+    fn cpu_per_s(&self) -> f64 {
+        self.share * f64::from(self.cpus)
+    }
+}
+
+/// A decision for the run loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Switch {
+    /// Take the probes out until the period ends.
+    Suspend,
+    /// Nothing to switch; the target's CPU is read from here on as its own.
+    Settled,
+    /// Put the probes back (a new period began).
+    Resume,
+    /// A new period began with the probes still in: nothing to switch.
+    Stay,
+}
+
+/// The counters the sampler reads at every switch.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    /// Probe hits the drained events stand for.
+    pub hits: u64,
+    /// gort's own CPU time, ns.
+    pub agent_cpu_ns: u64,
+    /// The targets' CPU time, ns.
+    pub target_cpu_ns: u64,
+}
+
+/// What the last period cost, in CPU-seconds per second of period.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cost {
+    /// The targets' probe hits, with the probes in all the time.
+    pub hits_full: f64,
+    /// gort's own CPU.
+    pub agent: f64,
+    /// The targets' extra CPU in the period (hits and cycle), when it could be measured.
+    pub target_extra: Option<f64>,
+    /// The targets' extra CPU per attach/detach cycle (CPU-seconds).
+    pub cycle: f64,
+    /// Everything gort cost in the period: the measured overhead.
+    pub total: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// The probes are in.
+    On,
+    /// Out; the target settles.
+    Settling,
+    /// Out; the target's CPU is its own.
+    Quiet,
+}
+
+/// The sampling state: where in the period we are and what the counters said.
+#[derive(Debug)]
+pub struct Sampler {
+    pub settings: BudgetSettings,
+    /// Share of the time the probes are in.
+    pub ratio: f64,
+    /// This period's length (the setting, or longer when no window fits).
+    pub period: Duration,
+    phase: Phase,
+    period_start_ns: u64,
+    /// When the probes were back in this period (attaching takes tens of ms).
+    window_start_ns: u64,
+    quiet_start_ns: u64,
+    at_period_start: Counters,
+    at_quiet_start: Counters,
+    /// The targets' extra CPU per attach/detach cycle, once measured.
+    cycle_cost: f64,
+    pub last: Option<Cost>,
+    /// Periods completed.
+    pub periods: u64,
+}
+
+impl Sampler {
+    /// Starts the first period (probes in) at `now_ns`.
+    pub fn new(settings: BudgetSettings, now_ns: u64, counters: Counters) -> Sampler {
+        Sampler {
+            settings,
+            ratio: FIRST_RATIO,
+            period: settings.period,
+            phase: Phase::On,
+            period_start_ns: now_ns,
+            window_start_ns: now_ns,
+            quiet_start_ns: now_ns,
+            at_period_start: counters,
+            at_quiet_start: counters,
+            cycle_cost: 0.0,
+            last: None,
+            periods: 0,
+        }
+    }
+
+    /// How long the probes are in each period.
+    pub fn window(&self) -> Duration {
+        self.period.mul_f64(self.ratio)
+    }
+
+    fn period_end_ns(&self) -> u64 {
+        self.period_start_ns + self.period.as_nanos() as u64
+    }
+
+    /// When the next switch is due (ns on the caller's clock).
+    pub fn next_due_ns(&self) -> u64 {
+        match self.phase {
+            Phase::On if self.ratio < 1.0 => self.window_start_ns + self.window().as_nanos() as u64,
+            Phase::On | Phase::Quiet => self.period_end_ns(),
+            Phase::Settling => {
+                let off = self
+                    .period_end_ns()
+                    .saturating_sub(self.window_start_ns)
+                    .saturating_sub(self.window().as_nanos() as u64);
+                let settle = (off / 2).min(SETTLE.as_nanos() as u64);
+                (self.window_start_ns + self.window().as_nanos() as u64 + settle)
+                    .min(self.period_end_ns())
+            }
+        }
+    }
+
+    /// How long the probes are really in each period: the window, and the time the kernel
+    /// takes to remove them after.
+    pub fn in_time(&self) -> Duration {
+        if self.ratio >= 1.0 {
+            self.period
+        } else {
+            (self.window() + self.settings.removal).min(self.period)
+        }
+    }
+
+    /// When the probes were back in the current period (ns on the caller's clock).
+    pub fn window_start_ns(&self) -> u64 {
+        self.window_start_ns
+    }
+
+    /// The probes are back (after [`Switch::Resume`]) at `now_ns`: the window starts.
+    pub fn resumed_at(&mut self, now_ns: u64) {
+        self.window_start_ns = now_ns;
+    }
+
+    /// Called at [`Sampler::next_due_ns`] (or later).
+    pub fn switch(&mut self, now_ns: u64, c: Counters) -> Switch {
+        let in_period = now_ns < self.period_end_ns();
+        match self.phase {
+            Phase::On if self.ratio < 1.0 && in_period => {
+                self.phase = Phase::Settling;
+                return Switch::Suspend;
+            }
+            Phase::Settling if in_period => {
+                self.phase = Phase::Quiet;
+                self.quiet_start_ns = now_ns;
+                self.at_quiet_start = c;
+                return Switch::Settled;
+            }
+            _ => {}
+        }
+        self.end_period(now_ns, c);
+        let was_on = self.phase == Phase::On;
+        self.phase = Phase::On;
+        self.period_start_ns = now_ns;
+        self.window_start_ns = now_ns;
+        self.at_period_start = c;
+        if was_on { Switch::Stay } else { Switch::Resume }
+    }
+
+    /// What the period that ends at `now_ns` cost, and the plan for the next one.
+    fn end_period(&mut self, now_ns: u64, c: Counters) {
+        let secs = |ns: u64| ns as f64 / 1e9;
+        let start = self.at_period_start;
+        let period = secs(now_ns.saturating_sub(self.period_start_ns)).max(1e-9);
+        let window = self.in_time().as_secs_f64().min(period);
+        let hits = c.hits.saturating_sub(start.hits) as f64;
+        let hit_cost = secs(self.settings.trap_cost_ns);
+        let hits_full = hits / window.max(1e-9) * hit_cost;
+        let agent = secs(c.agent_cpu_ns.saturating_sub(start.agent_cpu_ns)) / period;
+        // The targets' own use, read while they were quiet.
+        let quiet = secs(now_ns.saturating_sub(self.quiet_start_ns));
+        let target_extra = (self.phase == Phase::Quiet && quiet >= 0.2).then(|| {
+            let own = secs(
+                c.target_cpu_ns
+                    .saturating_sub(self.at_quiet_start.target_cpu_ns),
+            ) / quiet;
+            let used = secs(c.target_cpu_ns.saturating_sub(start.target_cpu_ns));
+            (used - own * period).max(0.0) / period
+        });
+        if let Some(extra) = target_extra {
+            // What the hits do not explain is the cycle's.
+            let cycle = (extra * period - hits * hit_cost).max(0.0);
+            self.cycle_cost = if self.periods == 0 {
+                cycle
+            } else {
+                0.5 * (self.cycle_cost + cycle)
+            };
+        }
+        let total = target_extra.unwrap_or(hits * hit_cost / period) + agent;
+        self.last = Some(Cost {
+            hits_full,
+            agent,
+            target_extra,
+            cycle: self.cycle_cost,
+            total,
+        });
+        self.periods += 1;
+        self.plan(hits_full, agent);
+    }
+
+    /// Window and period for the next period: `ratio × hits_full + (cycle + agent × period)
+    /// / period <= budget`, the period lengthened when no window of at least the lowest
+    /// ratio fits.
+    fn plan(&mut self, hits_full: f64, agent: f64) {
+        let budget = self.settings.cpu_per_s();
+        // Some headroom before all in: one quiet period is no promise.
+        if hits_full + agent <= 0.8 * budget {
+            self.ratio = 1.0;
+            self.period = self.settings.period;
+            return;
+        }
+        let spare = budget - agent;
+        let mut period = self.settings.period.as_secs_f64();
+        let ratio_at = |period: f64| (spare - self.cycle_cost / period) / hits_full.max(1e-12);
+        if ratio_at(period) < MIN_RATIO {
+            let room = spare - MIN_RATIO * hits_full;
+            period = if room > 0.0 {
+                (self.cycle_cost / room).clamp(period, MAX_PERIOD.as_secs_f64())
+            } else {
+                MAX_PERIOD.as_secs_f64()
+            };
+        }
+        self.period = Duration::from_secs_f64(period);
+        self.ratio = ratio_at(period).clamp(MIN_RATIO, 1.0);
+    }
+}
+
+/// Parses `2%`, `2` (percent) or `0.5%`.
+pub fn parse_share(s: &str) -> Result<f64, String> {
+    let pct: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a percentage (like 2%)"))?;
+    if !(pct > 0.0 && pct <= 100.0) {
+        return Err(format!(
+            "`{s}`: the budget must be above 0% and at most 100%"
+        ));
+    }
+    Ok(pct / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+    const MS: u64 = 1_000_000;
+
+    fn settings() -> BudgetSettings {
+        BudgetSettings {
+            share: 0.02,
+            period: Duration::from_secs(10),
+            trap_cost_ns: 10_000,
+            removal: Duration::ZERO,
+            cpus: 2,
+        }
+    }
+
+    fn c(hits: u64, agent_ms: u64, target_ms: u64) -> Counters {
+        Counters {
+            hits,
+            agent_cpu_ns: agent_ms * MS,
+            target_cpu_ns: target_ms * MS,
+        }
+    }
+
+    /// A target using 100 ms/s of its own, hit 40,000 times a second while the probes are in
+    /// (10 µs each: 0.4 CPU-s/s), and 200 ms of extra CPU per attach/detach cycle.
+    #[test]
+    fn the_window_follows_the_measured_cost() {
+        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        assert_eq!(s.next_due_ns(), S); // 10 % of 10 s
+        assert_eq!(s.switch(S, c(40_000, 0, 500)), Switch::Suspend);
+        // Settling: half the 9 s off, at most 1.5 s.
+        assert_eq!(s.next_due_ns(), S + 1_500 * MS);
+        assert_eq!(
+            s.switch(S + 1_500 * MS, c(40_000, 0, 500 + 200 + 150)),
+            Switch::Settled
+        );
+        assert_eq!(s.next_due_ns(), 10 * S);
+        // The quiet 7.5 s: 750 ms of the target's own.
+        assert_eq!(s.switch(10 * S, c(40_000, 100, 850 + 750)), Switch::Resume);
+        let cost = s.last.unwrap();
+        assert!((cost.hits_full - 0.4).abs() < 1e-9, "{cost:?}");
+        // Used 1.6 s, its own 0.1 × 10 s: 0.6 s extra, of which 0.4 s the hits: 0.2 s cycle.
+        assert!((cost.target_extra.unwrap() - 0.06).abs() < 1e-9, "{cost:?}");
+        assert!((cost.cycle - 0.2).abs() < 1e-9, "{cost:?}");
+        assert!((cost.agent - 0.01).abs() < 1e-9);
+        assert!((cost.total - 0.07).abs() < 1e-9);
+        // Budget 0.04: ratio × 0.4 + 0.2 / 10 + 0.01 <= 0.04 → 2.5 %.
+        assert_eq!(s.period, Duration::from_secs(10));
+        assert!((s.ratio - 0.025).abs() < 1e-9, "{}", s.ratio);
+        // A dearer cycle: the period is lengthened to fit it, 0.5 / (0.03 - 0.004) s.
+        s.cycle_cost = 0.5;
+        s.plan(0.4, 0.01);
+        assert!(
+            (s.period.as_secs_f64() - 0.5 / 0.026).abs() < 1e-6,
+            "{:?}",
+            s.period
+        );
+        assert!((s.ratio - MIN_RATIO).abs() < 1e-9, "{}", s.ratio);
+        s.resumed_at(10 * S + 30 * MS);
+        assert_eq!(
+            s.next_due_ns(),
+            10 * S + 30 * MS + s.window().as_nanos() as u64
+        );
+    }
+
+    #[test]
+    fn a_quiet_target_keeps_the_probes_in() {
+        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        s.switch(S, c(100, 0, 10));
+        s.switch(s.next_due_ns(), c(100, 0, 30));
+        assert_eq!(s.switch(10 * S, c(100, 10, 100)), Switch::Resume);
+        assert_eq!(s.ratio, 1.0);
+        assert_eq!(s.next_due_ns(), 20 * S);
+        assert_eq!(s.switch(20 * S, c(200, 20, 200)), Switch::Stay);
+        assert_eq!(s.ratio, 1.0);
+    }
+
+    #[test]
+    fn ratio_keeps_the_cost_within_the_budget() {
+        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        s.cycle_cost = 0.1;
+        s.plan(0.4, 0.0);
+        // ratio × 0.4 + 0.1 / 10 <= 0.04 → 0.075.
+        assert!((s.ratio - 0.075).abs() < 1e-9);
+        assert_eq!(s.period, Duration::from_secs(10));
+        s.cycle_cost = 10.0;
+        s.plan(0.4, 0.0);
+        assert_eq!(s.period, MAX_PERIOD);
+        assert_eq!(s.ratio, MIN_RATIO);
+    }
+
+    #[test]
+    fn shares_parse() {
+        assert_eq!(parse_share("2%"), Ok(0.02));
+        assert_eq!(parse_share("5"), Ok(0.05));
+        assert!(parse_share("0%").is_err());
+        assert!(parse_share("abc").is_err());
+        assert!(parse_share("150%").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+module gort.test/paced
+
+go 1.21

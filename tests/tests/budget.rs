@@ -1,0 +1,126 @@
+//! `--overhead-budget`: gort samples in time so that what it costs the host (the target's
+//! probe hits plus its own CPU) stays within the budget, and scales what it saw up into
+//! estimates. `tests/go/paced` is a ping-pong at a set rate (3 round trips every millisecond,
+//! 2 "chan receive" parks each), so the truth over any stretch of time is known.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use gort_e2e::{GoProgram, Gort, Metrics, Variant, build_go_program, serial};
+
+const BURST: u64 = 3;
+const BUDGET: f64 = 0.05;
+
+/// CPU time (user + system) of `pid` so far, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat[stat.rfind(')').context("bad stat")? + 2..]
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks as f64 / hz)
+}
+
+/// Waits until gort has completed `periods` sampling periods, polling gently (every /metrics
+/// read costs gort CPU, which counts against the budget); returns the metrics read then.
+fn at_period(gort: &Gort, periods: f64) -> Result<(Metrics, Instant)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let m = gort.metrics()?;
+        if m.get("gort_sampling_periods_total", &[]).unwrap_or(0.0) >= periods {
+            return Ok((m, Instant::now()));
+        }
+        ensure!(Instant::now() < deadline, "period {periods} did not end");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn estimated(m: &Metrics, reason: Option<&str>) -> f64 {
+    m.all("gort_goroutine_blocks_estimated_total", &[])
+        .into_iter()
+        .filter(|(l, _)| reason.is_none_or(|r| l.get("reason").map(String::as_str) == Some(r)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn budget_holds_and_estimates_stay_within_ten_percent() -> Result<()> {
+    let _serial = serial();
+    let exe = build_go_program("paced", "1.22.10", Variant::DEFAULT);
+    let burst = format!("-burst={BURST}");
+    let mut p = GoProgram::start(&exe, &["-duration=120s", &burst], &[])?;
+    p.proceed()?;
+
+    // The target's own CPU without probes.
+    std::thread::sleep(Duration::from_secs(1));
+    let (c0, t0) = (cpu_seconds(p.pid)?, Instant::now());
+    std::thread::sleep(Duration::from_secs(4));
+    let baseline = (cpu_seconds(p.pid)? - c0) / t0.elapsed().as_secs_f64();
+
+    let gort = Gort::attach(
+        p.pid,
+        &["--overhead-budget", "5%", "--sampling-period", "3s"],
+    )?;
+    // Two readings just after the ends of periods 1 and 9 (gort lengthens its periods to fit
+    // the kernel's slow removal of uprobes): the estimates between them cover whole periods,
+    // up to the 250 ms of polling.
+    let (m1, i1) = at_period(&gort, 1.0)?;
+    let (target1, gort1) = (cpu_seconds(p.pid)?, cpu_seconds(gort.pid())?);
+    let (m9, i9) = at_period(&gort, 9.0)?;
+    let (target9, gort9) = (cpu_seconds(p.pid)?, cpu_seconds(gort.pid())?);
+    let secs = (i9 - i1).as_secs_f64();
+
+    // The budget: the target's extra CPU (its probe hits) plus gort's, as a share of the host.
+    let cpus = std::thread::available_parallelism()?.get() as f64;
+    let target_extra = (target9 - target1) / secs - baseline;
+    let agent = (gort9 - gort1) / secs;
+    let share = (target_extra + agent) / cpus;
+    let ratio = m9.get("gort_sampling_ratio", &[]).context("no ratio")?;
+    let estimated_share = m9
+        .get("gort_overhead_ratio", &[])
+        .context("no estimated overhead")?;
+    eprintln!(
+        "budget {:.1} %: measured {:.2} % (target +{:.1} ms/s, gort {:.1} ms/s, {cpus} CPUs), \
+         gort's own measurement {:.2} %, sampling ratio {ratio:.3}",
+        BUDGET * 100.0,
+        share * 100.0,
+        target_extra * 1e3,
+        agent * 1e3,
+        estimated_share * 100.0
+    );
+    ensure!(
+        ratio < 0.5,
+        "the budget did not make gort sample: ratio {ratio}"
+    );
+    ensure!(
+        share <= BUDGET * 1.5,
+        "gort cost {:.2} % of the host, over the {:.1} % budget (+50 % tolerance)",
+        share * 100.0,
+        BUDGET * 100.0
+    );
+
+    // The estimates over the 8 periods against the truth: 2 channel parks per round trip
+    // (receives mostly; a send parks instead now and then), BURST round trips a millisecond.
+    let truth = 2.0 * BURST as f64 * secs * 1000.0;
+    let channel =
+        |m: &Metrics| estimated(m, Some("chan receive")) + estimated(m, Some("chan send"));
+    let chan = channel(&m9) - channel(&m1);
+    eprintln!("channel parks: estimated {chan:.0}, truth {truth:.0}");
+    ensure!(
+        (chan / truth - 1.0).abs() <= 0.10,
+        "estimated {chan:.0} channel parks over {secs:.1} s; the program made {truth:.0}"
+    );
+    let seen = m9
+        .get(
+            "gort_goroutine_blocks_total",
+            &[("pid", &p.pid.to_string()), ("reason", "chan receive")],
+        )
+        .context("no chan receive count")?;
+    ensure!(
+        seen < truth / 2.0,
+        "gort saw {seen} parks of {truth}: it did not sample"
+    );
+    Ok(())
+}
