@@ -923,7 +923,7 @@ impl State {
                 &limits,
             );
         } else {
-            p.blocking.on_exited(e.goid, e.ns);
+            p.blocking.on_exited(e.goid, e.ns, &limits);
             p.requests.abandon(e.goid);
         }
     }

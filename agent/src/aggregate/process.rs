@@ -433,7 +433,7 @@ impl ProcessBlocking {
 
     /// A goroutine exited (`runtime.goexit1` ran on it); a second exit is a probe firing
     /// twice (see [`ProcessBlocking::on_created`]).
-    pub fn on_exited(&mut self, goid: u64, now_ns: u64) {
+    pub fn on_exited(&mut self, goid: u64, now_ns: u64, limits: &Retention) {
         match self.goroutines.get_mut(&goid) {
             Some(gr) => match gr.state {
                 GoroutineState::Exited { seen: true, .. } => {}
@@ -453,6 +453,13 @@ impl ProcessBlocking {
                     };
                     gr.last_event_ns = now_ns;
                     self.exited.push_back((now_ns, goid));
+                    // At once, not at the next sweep: a target ending 100,000 goroutines a
+                    // second would otherwise hold seconds' worth of them.
+                    while self.exited.len() > limits.max_exited {
+                        if let Some((_, old)) = self.exited.pop_front() {
+                            self.goroutines.remove(&old);
+                        }
+                    }
                 }
             },
             None => {
@@ -626,6 +633,23 @@ mod tests {
     }
 
     #[test]
+    fn exited_goroutines_are_capped_as_they_exit() {
+        let mut p = ProcessBlocking::default();
+        let o = Origin {
+            gopc: 1,
+            startpc: 2,
+        };
+        for goid in 0..(LIMITS.max_exited as u64 + 5) {
+            p.on_created(goid, 0x500, o, 10, &LIMITS);
+            p.on_exited(goid, 20, &LIMITS);
+        }
+        assert_eq!(p.exited.len(), LIMITS.max_exited);
+        assert_eq!(p.goroutines.len(), LIMITS.max_exited);
+        assert!(!p.goroutines.contains_key(&4) && p.goroutines.contains_key(&5));
+        assert_eq!(p.exited_total, LIMITS.max_exited as u64 + 5);
+    }
+
+    #[test]
     fn lifecycle_counts_each_goroutine_once() {
         let mut p = ProcessBlocking::default();
         let o = Origin {
@@ -634,8 +658,8 @@ mod tests {
         };
         p.on_created(5, 0x500, o, 10, &LIMITS);
         p.on_created(5, 0x500, o, 11, &LIMITS); // the probe hit twice
-        p.on_exited(5, 20);
-        p.on_exited(5, 21);
+        p.on_exited(5, 20, &LIMITS);
+        p.on_exited(5, 21, &LIMITS);
         assert_eq!((p.created_total, p.exited_total), (1, 1));
         // A late park of an exited goroutine does not bring it back.
         p.on_resume_unmatched(5, 0x500, 30, &LIMITS, &FakeMemory::default());

@@ -1,0 +1,3 @@
+module gort.test/spawner
+
+go 1.21
