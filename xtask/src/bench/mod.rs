@@ -6,7 +6,10 @@
 //! unbuffered channels, so every round trip parks each goroutine once; and
 //! `tests/go/benchhttp`, a net/http server whose handler does one channel hand-off, under
 //! `wrk -t1 -c8` on loopback. Each configuration runs `--reps` times, interleaved; the
-//! tables show the median and the spread.
+//! tables show the median and the spread. Beside gort: the same measurement as a bpftrace
+//! script (`bpftrace.rs`), and on the HTTP server gort under `--overhead-budget 5%`.
+
+mod bpftrace;
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -39,7 +42,14 @@ pub struct Options {
     /// Seconds of load per HTTP run (0: skip the HTTP workload).
     #[arg(long, default_value_t = 5)]
     http_seconds: u64,
+    /// Sampling periods of load per HTTP run under `--overhead-budget` (0: skip it).
+    #[arg(long, default_value_t = 8)]
+    budget_periods: u64,
 }
+
+/// The overhead budget of the budget runs, and their sampling period.
+const BUDGET: &str = "5%";
+const BUDGET_PERIOD_S: u64 = 5;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Config {
@@ -51,6 +61,10 @@ enum Config {
     /// gopark, ServeHTTP, newproc1, goexit1, the GC and panic functions.
     FloorAll,
     Gort,
+    /// The same measurement as a bpftrace script.
+    Bpftrace,
+    /// gort under `--overhead-budget 5%` (HTTP only: it needs minutes of steady load).
+    GortBudget,
 }
 
 impl Config {
@@ -60,6 +74,8 @@ impl Config {
             Config::Floor => "floor: 2 empty uprobes",
             Config::FloorAll => "floor: every probe, empty",
             Config::Gort => "gort (default)",
+            Config::Bpftrace => "bpftrace script",
+            Config::GortBudget => "gort --overhead-budget 5%",
         }
     }
 }
@@ -93,6 +109,7 @@ pub fn run(o: Options) -> Result<()> {
         Config::Floor,
         Config::FloorAll,
         Config::Gort,
+        Config::Bpftrace,
     ];
     let mut results: Vec<(Config, Vec<Sample>)> =
         configs.iter().map(|&c| (c, Vec::new())).collect();
@@ -115,6 +132,10 @@ pub fn run(o: Options) -> Result<()> {
 #[derive(Default, Clone, Copy)]
 struct HttpSample {
     requests_per_s: f64,
+    /// Requests wrk completed.
+    requests: f64,
+    /// `--overhead-budget` runs: the sampling ratio at the end.
+    sampling_ratio: f64,
     latency_ms: f64,
     agent_cpu_ms_per_s: f64,
     lost: f64,
@@ -122,7 +143,7 @@ struct HttpSample {
 }
 
 fn http_bench(o: &Options, go: &Path) -> Result<()> {
-    setup::ensure_apt(&["wrk"])?;
+    setup::ensure_apt(&["wrk", "bpftrace"])?;
     let root = workspace_root();
     let exe = root.join("target/bench/benchhttp");
     run_cmd(&mut setup::go_build(
@@ -130,17 +151,21 @@ fn http_bench(o: &Options, go: &Path) -> Result<()> {
         &root.join("tests/go/benchhttp"),
         &exe,
     ))?;
-    let configs = [
+    let mut configs = vec![
         Config::NoProbes,
         Config::Floor,
         Config::FloorAll,
         Config::Gort,
+        Config::Bpftrace,
     ];
+    if o.budget_periods > 0 {
+        configs.push(Config::GortBudget);
+    }
     let mut results: Vec<(Config, Vec<HttpSample>)> =
         configs.iter().map(|&c| (c, Vec::new())).collect();
     for rep in 0..o.reps {
         for (config, samples) in results.iter_mut() {
-            let s = http_once(*config, &exe, o.http_seconds)
+            let s = http_once(*config, &exe, o.http_seconds, o.budget_periods)
                 .with_context(|| format!("http, {} (run {})", config.name(), rep + 1))?;
             samples.push(s);
         }
@@ -170,21 +195,27 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
             .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
         let m = median(v);
         let latency = median(samples.iter().map(|s| s.latency_ms).collect());
-        let (cpu, parks, lost) = if *config == Config::Gort {
-            (
-                format!(
-                    "{:.0} ms/s",
-                    median(samples.iter().map(|s| s.agent_cpu_ms_per_s).collect())
-                ),
-                format!(
-                    "{:.2}",
-                    median(samples.iter().map(|s| s.parks_per_request).collect())
-                ),
-                format!("{:.0}", samples.iter().map(|s| s.lost).sum::<f64>()),
-            )
-        } else {
-            ("-".into(), "-".into(), "-".into())
-        };
+        let (cpu, parks, lost) =
+            if matches!(config, Config::Gort | Config::Bpftrace | Config::GortBudget) {
+                (
+                    format!(
+                        "{:.0} ms/s",
+                        median(samples.iter().map(|s| s.agent_cpu_ms_per_s).collect())
+                    ),
+                    format!(
+                        "{:.2}",
+                        median(samples.iter().map(|s| s.parks_per_request).collect())
+                    ),
+                    if *config == Config::Bpftrace {
+                        // bpftrace does not count what it drops.
+                        "?".to_string()
+                    } else {
+                        format!("{:.0}", samples.iter().map(|s| s.lost).sum::<f64>())
+                    },
+                )
+            } else {
+                ("-".into(), "-".into(), "-".into())
+            };
         println!(
             "{:<28} {:>10.0} {:>20} {:>11.1}% {:>9.2}ms {:>11} {:>12} {:>6}",
             config.name(),
@@ -197,10 +228,22 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
             lost
         );
     }
+    let of = |c: Config| results.iter().find(|(x, _)| *x == c).map(|(_, s)| s);
+    if let (Some(full), Some(sampled)) = (of(Config::Gort), of(Config::GortBudget)) {
+        let full = median(full.iter().map(|s| s.parks_per_request).collect());
+        let estimated = median(sampled.iter().map(|s| s.parks_per_request).collect());
+        let ratio = median(sampled.iter().map(|s| s.sampling_ratio).collect());
+        println!(
+            "\n--overhead-budget {BUDGET} ({BUDGET_PERIOD_S} s periods, wrk for {} periods): sampling ratio {ratio:.3} at the end; \
+             estimated parks per request {estimated:.2} against {full:.2} measured in full ({:+.1} %)",
+            "the run's",
+            (estimated / full - 1.0) * 100.0
+        );
+    }
     Ok(())
 }
 
-fn http_once(config: Config, exe: &Path, seconds: u64) -> Result<HttpSample> {
+fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> Result<HttpSample> {
     let mut child = Guard(
         Command::new(exe)
             .stdin(Stdio::piped())
@@ -215,7 +258,7 @@ fn http_once(config: Config, exe: &Path, seconds: u64) -> Result<HttpSample> {
     let port = ready["port"].as_u64().context("no port")?;
     let pid = child.0.id();
     let mut sample = HttpSample::default();
-    let wrk = |sample: &mut HttpSample| -> Result<()> {
+    let wrk = |sample: &mut HttpSample, seconds: u64| -> Result<()> {
         let out = Command::new("wrk")
             .args(["-t1", "-c8", &format!("-d{seconds}s")])
             .arg(format!("http://127.0.0.1:{port}/"))
@@ -235,23 +278,68 @@ fn http_once(config: Config, exe: &Path, seconds: u64) -> Result<HttpSample> {
             .and_then(|l| l.split_whitespace().nth(1))
             .context("no latency")?;
         sample.latency_ms = parse_wrk_duration_ms(latency)?;
+        sample.requests = text
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next())
+            .context("no request count")?
+            .parse()?;
         Ok(())
     };
     match config {
-        Config::NoProbes => wrk(&mut sample)?,
+        Config::NoProbes => wrk(&mut sample, seconds)?,
         Config::Floor | Config::FloorAll => {
             let _probes = attach_floor(exe, pid, config == Config::FloorAll)?;
-            wrk(&mut sample)?;
+            wrk(&mut sample, seconds)?;
+        }
+        Config::Bpftrace => {
+            let bpftrace = bpftrace::Bpftrace::start(exe, pid)?;
+            let cpu0 = cpu_ticks(bpftrace.pid())?;
+            let t0 = Instant::now();
+            wrk(&mut sample, seconds)?;
+            let wall = t0.elapsed().as_secs_f64();
+            let cpu = (cpu_ticks(bpftrace.pid())? - cpu0) as f64 / ticks_per_second();
+            sample.agent_cpu_ms_per_s = cpu * 1000.0 / wall;
+            let parks = bpftrace.finish()?;
+            sample.parks_per_request = parks / sample.requests.max(1.0);
+        }
+        Config::GortBudget => {
+            let (gort, base) = start_gort(
+                pid,
+                &[
+                    "--overhead-budget",
+                    BUDGET,
+                    "--sampling-period",
+                    &format!("{BUDGET_PERIOD_S}s"),
+                ],
+            )?;
+            let metrics = || get(&format!("{base}/metrics"));
+            // Load from the start of a period to just before the end of the last: the
+            // estimates cover whole periods (a window is weighed once its period is over).
+            let periods0 = wait_for_period(&base, 1.0)?;
+            let estimated0 = sum_of(&metrics()?, "gort_goroutine_blocks_estimated_total");
+            let cpu0 = cpu_ticks(gort.0.id())?;
+            let t0 = Instant::now();
+            wrk(&mut sample, budget_periods * BUDGET_PERIOD_S - 1)?;
+            let wall = t0.elapsed().as_secs_f64();
+            let cpu = (cpu_ticks(gort.0.id())? - cpu0) as f64 / ticks_per_second();
+            sample.agent_cpu_ms_per_s = cpu * 1000.0 / wall;
+            wait_for_period(&base, periods0 + budget_periods as f64 + 1.0)?;
+            let m = metrics()?;
+            let estimated = sum_of(&m, "gort_goroutine_blocks_estimated_total") - estimated0;
+            sample.parks_per_request = estimated / sample.requests.max(1.0);
+            sample.lost = sum_of(&m, "gort_events_lost_total");
+            sample.sampling_ratio = sum_of(&m, "gort_sampling_ratio");
         }
         Config::Gort => {
-            let (gort, base) = start_gort(pid)?;
+            let (gort, base) = start_gort(pid, &[])?;
             let parks0 = sum_of(
                 &get(&format!("{base}/metrics"))?,
                 "gort_goroutine_blocks_total",
             );
             let cpu0 = cpu_ticks(gort.0.id())?;
             let t0 = Instant::now();
-            wrk(&mut sample)?;
+            wrk(&mut sample, seconds)?;
             thread::sleep(Duration::from_millis(300));
             let wall = t0.elapsed().as_secs_f64();
             let cpu = (cpu_ticks(gort.0.id())? - cpu0) as f64 / ticks_per_second();
@@ -298,8 +386,21 @@ fn run_once(config: Config, exe: &Path, round_trips: u64) -> Result<Sample> {
             workload.proceed()?;
             sample.ns_per_round_trip = workload.result()?;
         }
+        Config::Bpftrace => {
+            let bpftrace = bpftrace::Bpftrace::start(exe, workload.pid)?;
+            let cpu0 = cpu_ticks(bpftrace.pid())?;
+            let t0 = Instant::now();
+            workload.proceed()?;
+            sample.ns_per_round_trip = workload.result()?;
+            let wall = t0.elapsed().as_secs_f64();
+            let cpu = (cpu_ticks(bpftrace.pid())? - cpu0) as f64 / ticks_per_second();
+            sample.agent_cpu_ms_per_s = cpu * 1000.0 / wall;
+            sample.agent_rss_mib = rss_kib(bpftrace.pid())? / 1024.0;
+            sample.parks_seen = bpftrace.finish()?;
+        }
+        Config::GortBudget => bail!("the budget runs are HTTP only"),
         Config::Gort => {
-            let (gort, base) = start_gort(workload.pid)?;
+            let (gort, base) = start_gort(workload.pid, &[])?;
             let cpu0 = cpu_ticks(gort.0.id())?;
             let t0 = Instant::now();
             workload.proceed()?;
@@ -338,13 +439,14 @@ const GORT_PROBE_POINTS: &[(&str, bool, bool)] = &[
 
 /// Starts the release `gort run --pid PID` on a free loopback port and waits until it serves
 /// (it serves once attached); returns it and its base URL.
-fn start_gort(pid: u32) -> Result<(Guard, String)> {
+fn start_gort(pid: u32, extra: &[&str]) -> Result<(Guard, String)> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let base = format!("http://127.0.0.1:{port}");
     let gort = Guard(
         Command::new(workspace_root().join("target/release/gort"))
             .args(["run", "--pid", &pid.to_string(), "--listen"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(extra)
             .stderr(Stdio::null())
             .spawn()
             .context("start gort")?,
@@ -460,6 +562,25 @@ impl Workload {
     }
 }
 
+/// Waits until gort has completed `periods` sampling periods; returns how many it has.
+fn wait_for_period(base: &str, periods: f64) -> Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = sum_of(
+            &get(&format!("{base}/metrics"))?,
+            "gort_sampling_periods_total",
+        );
+        if done >= periods {
+            return Ok(done);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "sampling period {periods} did not end"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn get(url: &str) -> Result<String> {
     Ok(ureq::get(url).call()?.body_mut().read_to_string()?)
 }
@@ -560,7 +681,15 @@ fn print_table(results: &[(Config, Vec<Sample>)], round_trips: u64, go: &str) ->
             .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
         let m = median(v);
         let extra = (m - base) / 2.0;
-        let (cpu, rss, lost) = if *config == Config::Gort {
+        let (cpu, rss, lost) = if *config == Config::Bpftrace {
+            let cpu = median(samples.iter().map(|s| s.agent_cpu_ms_per_s).collect());
+            let rss = median(samples.iter().map(|s| s.agent_rss_mib).collect());
+            (
+                format!("{cpu:.0} ms/s"),
+                format!("{rss:.1} MiB"),
+                "-".to_string(),
+            )
+        } else if *config == Config::Gort {
             let cpu = median(samples.iter().map(|s| s.agent_cpu_ms_per_s).collect());
             let rss = median(samples.iter().map(|s| s.agent_rss_mib).collect());
             let lost: f64 = samples.iter().map(|s| s.lost).sum();
