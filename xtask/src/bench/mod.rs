@@ -234,9 +234,10 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
         let estimated = median(sampled.iter().map(|s| s.parks_per_request).collect());
         let ratio = median(sampled.iter().map(|s| s.sampling_ratio).collect());
         println!(
-            "\n--overhead-budget {BUDGET} ({BUDGET_PERIOD_S} s periods, wrk for {} periods): sampling ratio {ratio:.3} at the end; \
-             estimated parks per request {estimated:.2} against {full:.2} measured in full ({:+.1} %)",
-            "the run's",
+            "\n--overhead-budget {BUDGET} ({BUDGET_PERIOD_S} s periods): sampling ratio {ratio:.3} at the end \
+             (idle); estimated parks per request {estimated:.2} against {full:.2} measured with all probes in \
+             ({:+.1} %: wrk is a closed loop, so the server runs faster, and parks less per request, while \
+             the probes are out)",
             (estimated / full - 1.0) * 100.0
         );
     }
