@@ -16,7 +16,8 @@ RUN cargo xtask build-ebpf \
     && cp target/release/gort /gort
 
 # Final stage: glibc and nothing else (no shell, no package manager). gort runs as uid 0
-# because the kernel checks its capabilities (CAP_SYS_ADMIN, CAP_SYS_PTRACE), which
+# because the kernel checks its capabilities (CAP_SYS_ADMIN, CAP_SYS_PTRACE,
+# CAP_DAC_READ_SEARCH), which
 # Kubernetes only grants to uid 0 without ambient capabilities; the DaemonSet drops every
 # other capability.
 FROM gcr.io/distroless/cc-debian12

@@ -12,6 +12,7 @@ mod export;
 mod fleet;
 mod inspect;
 mod leaks_cmd;
+mod privileges;
 mod probes;
 mod profile_cmd;
 mod run;
@@ -40,7 +41,9 @@ fn main() -> ExitCode {
         Command::Leaks(o) => leaks_cmd::run(&o).map(|()| ExitCode::SUCCESS),
         Command::Top(o) => top::run(o).map(|()| ExitCode::SUCCESS),
         Command::StressAttach(o) => stress_cmd::run(&o).map(|()| ExitCode::SUCCESS),
-        Command::Run(o) => runtime()
+        Command::Run(o) => privileges::drop_all_but(&privileges::kept(o.listen.port()))
+            .map_err(|e| anyhow::anyhow!("cannot drop capabilities: {e}"))
+            .and_then(|()| runtime())
             .and_then(|rt| rt.block_on(run::run(*o)))
             .map(|()| ExitCode::SUCCESS),
         Command::Profile(o) => runtime()

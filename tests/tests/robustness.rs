@@ -208,3 +208,72 @@ static CYCLES: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20)
 });
+
+/// `gort run` keeps only the capabilities it uses (CAP_SYS_ADMIN, CAP_SYS_PTRACE,
+/// CAP_DAC_READ_SEARCH, CAP_BPF, CAP_PERFMON), in every thread and in its bounding set, and
+/// measures with them, exactly, a program whose executable only its owner (not root) may
+/// read.
+#[test]
+fn gort_keeps_only_the_capabilities_it_uses() {
+    let _serial = serial();
+    (|| -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        const KEPT: u64 = 1 << 21 | 1 << 19 | 1 << 2 | 1 << 39 | 1 << 38;
+        const NOBODY: u32 = 65534;
+        let built = build_go_program("parks", "1.22.10", Variant::DEFAULT);
+        let exe = std::env::temp_dir().join(format!("gort-parks-private-{}", std::process::id()));
+        std::fs::copy(&built, &exe)?;
+        std::os::unix::fs::chown(&exe, Some(NOBODY), Some(NOBODY))?;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o700))?;
+        let mut p = GoProgram::start(&exe, &["-workers=1", "-ops=10", "-block=5ms"], &[])?;
+        let gort = Gort::attach(p.pid, &[])?;
+        let caps_of = |status: &str, field: &str| -> Result<u64> {
+            let hex = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .with_context(|| format!("no {field}"))?;
+            Ok(u64::from_str_radix(hex.trim(), 16)?)
+        };
+        let mut threads = 0;
+        for task in std::fs::read_dir(format!("/proc/{}/task", gort.pid()))? {
+            let status = std::fs::read_to_string(task?.path().join("status"))?;
+            for field in ["CapEff:", "CapPrm:", "CapBnd:"] {
+                let caps = caps_of(&status, field)?;
+                ensure!(caps == KEPT, "{field} {caps:#x}, want {KEPT:#x}");
+            }
+            ensure!(
+                caps_of(&status, "CapInh:")? == 0,
+                "inheritable capabilities left"
+            );
+            ensure!(status.contains("NoNewPrivs:\t1"), "no_new_privs not set");
+            threads += 1;
+        }
+        ensure!(threads > 1, "gort has {threads} thread");
+        // And it measures, exactly: the ten 5 ms channel receives the program reports.
+        let pid = p.pid.to_string();
+        let labels = [("pid", pid.as_str()), ("reason", "chan receive")];
+        let baseline = gort
+            .metrics()?
+            .get("gort_goroutine_blocks_total", &labels)
+            .unwrap_or(0.0);
+        p.proceed()?;
+        let report = p.read_json()?;
+        let want = report["totals"]["chan receive"]["count"]
+            .as_f64()
+            .context("no chan receive total")?;
+        ensure!(want == 10.0, "the program did {want} receives");
+        gort_e2e::eventually(Duration::from_secs(10), || {
+            let seen = gort
+                .metrics()?
+                .get("gort_goroutine_blocks_total", &labels)
+                .unwrap_or(0.0)
+                - baseline;
+            ensure!(seen == want, "{seen} of {want} receives measured");
+            Ok(())
+        })?;
+        p.finish()?;
+        std::fs::remove_file(&exe)?;
+        Ok(())
+    })()
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
