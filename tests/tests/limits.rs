@@ -215,3 +215,85 @@ fn goroutine_churn_is_counted_exactly_in_bounded_memory() {
     })()
     .unwrap();
 }
+
+/// Four park-heavy processes at once (ping-pongs under `--exe`, on two cores): every park of
+/// every one counted under its own pid, exactly (an unbuffered hand-off parks exactly one of
+/// its two sides: 2 channel parks per round trip), and nothing lost.
+#[test]
+fn four_park_heavy_processes_at_once_lose_nothing() {
+    let _serial = serial();
+    (|| -> Result<()> {
+        const ROUND_TRIPS: u64 = 40_000;
+        let exe = build_go_program("pingpong", "1.24.11", Variant::DEFAULT);
+        let gort = Gort::start(&["--exe", exe.to_str().context("utf-8 path")?])?;
+        let n = ROUND_TRIPS.to_string();
+        let mut programs = (0..4)
+            .map(|_| GoProgram::start(&exe, &["-n", &n, "-wait"], &[("GOGC", "off")]))
+            .collect::<Result<Vec<_>>>()?;
+        let channel_parks = |pid: u32| -> Result<f64> {
+            let m = gort.metrics()?;
+            let pid = pid.to_string();
+            Ok(["chan receive", "chan send"]
+                .iter()
+                .filter_map(|r| {
+                    m.get(
+                        "gort_goroutine_blocks_total",
+                        &[("pid", pid.as_str()), ("reason", r)],
+                    )
+                })
+                .sum())
+        };
+        // Attached before they started, gort saw the runtime's start-up parks: count from a
+        // baseline taken once those are in.
+        let mut baselines = Vec::new();
+        for p in &programs {
+            baselines.push(eventually(Duration::from_secs(10), || {
+                let first = channel_parks(p.pid)?;
+                std::thread::sleep(Duration::from_millis(200));
+                let second = channel_parks(p.pid)?;
+                ensure!(first > 0.0 && first == second, "{first} then {second}");
+                Ok(second)
+            })?);
+        }
+        for p in &mut programs {
+            p.proceed()?;
+        }
+        let mut longest = 0.0f64;
+        for p in &mut programs {
+            let report = p.read_json()?;
+            ensure!(
+                report["round_trips"].as_u64() == Some(ROUND_TRIPS),
+                "{report}"
+            );
+            longest = longest.max(report["ns"].as_f64().context("no ns")? / 1e9);
+        }
+        eprintln!(
+            "4 × {ROUND_TRIPS} round trips in {longest:.2} s: {:.0} parks/s under the probes",
+            4.0 * 2.0 * ROUND_TRIPS as f64 / longest
+        );
+        for (p, baseline) in programs.iter().zip(&baselines) {
+            eventually(Duration::from_secs(10), || {
+                let seen = channel_parks(p.pid)? - baseline;
+                let want = 2.0 * ROUND_TRIPS as f64;
+                ensure!(
+                    seen == want,
+                    "pid {}: {seen} channel parks of {want}",
+                    p.pid
+                );
+                Ok(())
+            })?;
+        }
+        let lost: f64 = gort
+            .metrics()?
+            .all("gort_events_lost_total", &[])
+            .iter()
+            .map(|(_, v)| v)
+            .sum();
+        ensure!(lost == 0.0, "{lost} events lost");
+        for p in programs {
+            p.finish()?;
+        }
+        Ok(())
+    })()
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
