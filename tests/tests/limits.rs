@@ -1,6 +1,7 @@
 //! Limits: a binary that lacks a function one probe family needs keeps the others working
 //! and says what is missing; 100,000 goroutines parked before attach are all found, with
-//! gort's memory bounded.
+//! gort's memory bounded; goroutine churn and four park-heavy processes at once are counted
+//! exactly, nothing lost.
 
 use std::time::Duration;
 
