@@ -169,6 +169,12 @@ pub struct RunOptions {
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     pub drain_interval: Duration,
 
+    /// Probe families to attach: fewer probes cost the target fewer traps, and what they
+    /// measure goes (lifecycle: goroutine counts and leak suspects; http: request spans and
+    /// trace ids). sched (parks) is always attached.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = crate::probes::Family::ALL, env = "GORT_PROBES")]
+    pub probes: Vec<crate::probes::Family>,
+
     /// Size of the kernel's event ring buffer, in MiB (a power of two).
     #[arg(long, default_value_t = 8, env = "GORT_RINGBUF_MIB")]
     pub ringbuf_mib: u32,

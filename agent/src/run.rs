@@ -28,7 +28,7 @@ use crate::{
         select::Selector,
     },
     probes::{
-        self, ProbeSettings, Probes, Scope,
+        self, ProbeSettings, Probes, Scope, TURNED_OFF,
         procs::{ProcessChange, ProcessWatch},
     },
     target::{
@@ -108,6 +108,7 @@ pub async fn run_until(
             .and_then(|m| m.checked_mul(1 << 20))
             .context("--ringbuf-mib is too large")?,
         max_parked: o.max_parked.max(1),
+        families: o.probes.clone(),
     };
     let (mut probes, mut maps) = Probes::load(settings)?;
     let binaries: Binaries = Arc::new(RwLock::new(BTreeMap::new()));
@@ -131,7 +132,7 @@ pub async fn run_until(
             },
         };
         let b = Arc::new(AttachedBinary::new(&a, target.clone(), exe_display.clone()));
-        for (family, why) in &b.unavailable {
+        for (family, why) in b.unavailable.iter().filter(|(_, why)| why != TURNED_OFF) {
             eprintln!("gort: {family} probes unavailable for {exe_display}: {why}");
         }
         binaries

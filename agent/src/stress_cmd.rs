@@ -23,6 +23,7 @@ pub fn run(o: &StressAttachOptions) -> Result<()> {
         frame_min_ns: 1_000_000,
         ringbuf_bytes: 8 << 20,
         max_parked: 131_072,
+        families: crate::probes::Family::ALL.to_vec(),
     })?;
     let start = Instant::now();
     let (mut attaching, mut detaching) = (0.0, 0.0);

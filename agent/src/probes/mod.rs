@@ -72,7 +72,7 @@ pub enum ProbeError {
 }
 
 /// Load-time settings of the kernel side.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ProbeSettings {
     /// Blocks at least this long get their frames captured.
     pub frame_min_ns: u64,
@@ -80,7 +80,12 @@ pub struct ProbeSettings {
     pub ringbuf_bytes: u32,
     /// Capacity of the in-flight park map.
     pub max_parked: u32,
+    /// The families to attach (`--probes`); the scheduler's always is.
+    pub families: Vec<Family>,
 }
+
+/// Why a family the user turned off is out.
+pub const TURNED_OFF: &str = "turned off (--probes)";
 
 /// The maps the collector reads. Taken out of the loaded objects so the collector owns them.
 pub struct KernelMaps {
@@ -105,14 +110,28 @@ pub enum Scope {
 }
 
 /// A probe family: one eBPF object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Family {
+    /// Parks and wake-ups (always on).
     Sched,
+    /// Stop-the-world pauses and GC cycles.
     Gc,
+    /// Goroutine creation and exit (goroutine counts, leak suspects).
     Lifecycle,
+    /// Panics and fatal errors.
     Panics,
     /// HTTP requests (programs of the scheduler's object).
     Http,
+}
+
+impl Family {
+    pub const ALL: [Family; 5] = [
+        Family::Sched,
+        Family::Gc,
+        Family::Lifecycle,
+        Family::Panics,
+        Family::Http,
+    ];
 }
 
 /// The probes of one binary, attached; dropping the value does not detach (call
@@ -140,6 +159,8 @@ pub struct Probes {
     detaching: Vec<std::thread::JoinHandle<u32>>,
     /// The scheduler family's in-flight parks.
     parked: HashMap<MapData, ParkKey, Parked>,
+    /// The families attached (`ProbeSettings::families`).
+    families: Vec<Family>,
 }
 
 impl Probes {
@@ -224,6 +245,7 @@ impl Probes {
                 used_slots: vec![false; MAX_BINARIES as usize],
                 detaching: Vec::new(),
                 parked,
+                families: settings.families,
             },
             maps,
         ))
@@ -255,7 +277,11 @@ impl Probes {
         let mut attachment = Attachment {
             slot,
             links: Vec::new(),
-            unavailable: Vec::new(),
+            unavailable: Family::ALL
+                .into_iter()
+                .filter(|f| *f != Family::Sched && !self.families.contains(f))
+                .map(|f| (f, TURNED_OFF.to_string()))
+                .collect(),
         };
         if let Err(e) = self.attach_links(target, path, scope, &mut attachment) {
             self.detach(attachment);

@@ -2,18 +2,34 @@
 // server whose handler does one channel hand-off with a goroutine per request, served on a
 // loopback port to `wrk`.
 //
-// It prints {"ready":true,"pid":N,"port":P} and serves until stdin closes.
+// It prints {"ready":true,"pid":N,"port":P} and serves until stdin closes (with -trace FILE:
+// under the runtime's execution tracer, writing to FILE).
 package main
 
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"net"
 	"net/http"
 	"os"
+	"runtime/trace"
 )
 
 func main() {
+	traceFile := flag.String("trace", "", "serve under runtime/trace, writing to this file")
+	flag.Parse()
+	if *traceFile != "" {
+		f, err := os.Create(*traceFile)
+		if err != nil {
+			panic(err)
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			panic(err)
+		}
+		defer trace.Stop()
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		panic(err)

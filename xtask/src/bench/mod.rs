@@ -2,12 +2,13 @@
 //! no probes and with empty uprobes where gort's go (the floor: the traps alone, which every
 //! uprobe-based tool pays).
 //!
-//! Workloads: `tests/go/pingpong`, two goroutines handing a value back and forth over
-//! unbuffered channels, so every round trip parks each goroutine once; and
-//! `tests/go/benchhttp`, a net/http server whose handler does one channel hand-off, under
-//! `wrk -t1 -c8` on loopback. Each configuration runs `--reps` times, interleaved; the
-//! tables show the median and the spread. Beside gort: the same measurement as a bpftrace
-//! script (`bpftrace.rs`), and on the HTTP server gort under `--overhead-budget 5%`.
+//! Workloads: `tests/go/micro`, park-heavy micro workloads (a channel ping-pong, a contended
+//! mutex, a select fan-in, timer sleeps; see its doc), and `tests/go/benchhttp`, a net/http
+//! server whose handler does one channel hand-off, under `wrk -t1 -c8` on loopback. Each
+//! configuration runs `--reps` times, interleaved; the tables show the median and the
+//! spread. Beside gort: the same measurement as a bpftrace script (`bpftrace.rs`), the
+//! workload's own `runtime/trace` (Go's in-process execution tracer, writing to a file), and
+//! on the HTTP server gort under `--overhead-budget 5%`.
 
 mod bpftrace;
 
@@ -33,9 +34,16 @@ pub struct Options {
     /// Repetitions per configuration.
     #[arg(long, default_value_t = 5)]
     reps: usize,
-    /// Round trips per run (two parks each).
-    #[arg(long, default_value_t = 100_000)]
-    round_trips: u64,
+    /// Operations per micro workload run (a ping-pong round trip parks twice).
+    #[arg(long, default_value_t = 50_000)]
+    ops: u64,
+    /// Micro workloads to run (`tests/go/micro -kind`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "pingpong,mutex,select,timer"
+    )]
+    micro: Vec<String>,
     /// Go release the workload is built with.
     #[arg(long, default_value = setup::DEMO_GO_VERSION)]
     go: String,
@@ -61,10 +69,17 @@ enum Config {
     /// gopark, ServeHTTP, newproc1, goexit1, the GC and panic functions.
     FloorAll,
     Gort,
+    /// gort with only the park probes (`--probes sched`): what the bpftrace script measures.
+    GortSched,
+    /// gort with every feature on: stacks captured for every block, every block in a
+    /// request a span, event records written to a file.
+    GortFull,
     /// The same measurement as a bpftrace script.
     Bpftrace,
     /// gort under `--overhead-budget 5%` (HTTP only: it needs minutes of steady load).
     GortBudget,
+    /// No probes; the workload runs under its own `runtime/trace`, writing to a file.
+    RuntimeTrace,
 }
 
 impl Config {
@@ -74,19 +89,63 @@ impl Config {
             Config::Floor => "floor: 2 empty uprobes",
             Config::FloorAll => "floor: every probe, empty",
             Config::Gort => "gort (default)",
+            Config::GortSched => "gort --probes sched",
+            Config::GortFull => "gort, every feature on",
             Config::Bpftrace => "bpftrace script",
             Config::GortBudget => "gort --overhead-budget 5%",
+            Config::RuntimeTrace => "runtime/trace (in-process)",
         }
+    }
+
+    /// A gort configuration: its arguments (beyond `--pid` and `--listen`).
+    fn gort_args(self, events: &Path) -> Option<Vec<String>> {
+        match self {
+            Config::Gort => Some(vec![]),
+            Config::GortSched => Some(vec!["--probes".into(), "sched".into()]),
+            Config::GortFull => Some(vec![
+                "--frame-min-block".into(),
+                "0s".into(),
+                "--span-min-block".into(),
+                "0s".into(),
+                "--events".into(),
+                events.display().to_string(),
+            ]),
+            Config::GortBudget => Some(vec![
+                "--overhead-budget".into(),
+                BUDGET.into(),
+                "--sampling-period".into(),
+                format!("{BUDGET_PERIOD_S}s"),
+            ]),
+            _ => None,
+        }
+    }
+}
+
+/// A scratch file of one run (a trace, event records), removed when dropped.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Scratch {
+        Scratch(std::env::temp_dir().join(format!("gort-bench-{}.{what}", std::process::id())))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
 /// One run's numbers.
 #[derive(Default, Clone, Copy)]
 struct Sample {
-    ns_per_round_trip: f64,
+    ns_per_op: f64,
+    /// Seconds the workload ran.
+    seconds: f64,
     /// gort only: its CPU time (user+sys) per second of workload, in ms.
     agent_cpu_ms_per_s: f64,
     agent_rss_mib: f64,
+    /// gort and bpftrace: parks they measured during the run.
     parks_seen: f64,
     lost: f64,
 }
@@ -97,31 +156,38 @@ pub fn run(o: Options) -> Result<()> {
     let go = setup::ensure_go(&o.go)?;
     build_ebpf::run(build_ebpf::Options::default())?;
     setup::build_gort_release()?;
-    let exe = root.join("target/bench/pingpong");
+    let exe = root.join("target/bench/micro");
     run_cmd(&mut setup::go_build(
         &go,
-        &root.join("tests/go/pingpong"),
+        &root.join("tests/go/micro"),
         &exe,
     ))?;
-
+    if !o.micro.is_empty() {
+        setup::ensure_apt(&["bpftrace"])?;
+    }
     let configs = [
         Config::NoProbes,
         Config::Floor,
         Config::FloorAll,
         Config::Gort,
+        Config::GortSched,
+        Config::GortFull,
         Config::Bpftrace,
+        Config::RuntimeTrace,
     ];
-    let mut results: Vec<(Config, Vec<Sample>)> =
-        configs.iter().map(|&c| (c, Vec::new())).collect();
-    // Interleave the configurations so that drift of the machine hits all alike.
-    for rep in 0..o.reps {
-        for (config, samples) in results.iter_mut() {
-            let s = run_once(*config, &exe, o.round_trips)
-                .with_context(|| format!("{} (run {})", config.name(), rep + 1))?;
-            samples.push(s);
+    for kind in &o.micro {
+        let mut results: Vec<(Config, Vec<Sample>)> =
+            configs.iter().map(|&c| (c, Vec::new())).collect();
+        // Interleave the configurations so that drift of the machine hits all alike.
+        for rep in 0..o.reps {
+            for (config, samples) in results.iter_mut() {
+                let s = run_once(*config, &exe, kind, o.ops)
+                    .with_context(|| format!("{kind}, {} (run {})", config.name(), rep + 1))?;
+                samples.push(s);
+            }
         }
+        print_table(&results, kind, o.ops, &o.go)?;
     }
-    print_table(&results, o.round_trips, &o.go)?;
     if o.http_seconds > 0 {
         http_bench(&o, &go)?;
     }
@@ -156,7 +222,10 @@ fn http_bench(o: &Options, go: &Path) -> Result<()> {
         Config::Floor,
         Config::FloorAll,
         Config::Gort,
+        Config::GortSched,
+        Config::GortFull,
         Config::Bpftrace,
+        Config::RuntimeTrace,
     ];
     if o.budget_periods > 0 {
         configs.push(Config::GortBudget);
@@ -196,7 +265,7 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
         let m = median(v);
         let latency = median(samples.iter().map(|s| s.latency_ms).collect());
         let (cpu, parks, lost) =
-            if matches!(config, Config::Gort | Config::Bpftrace | Config::GortBudget) {
+            if config.gort_args(Path::new("")).is_some() || *config == Config::Bpftrace {
                 (
                     format!(
                         "{:.0} ms/s",
@@ -245,8 +314,13 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
 }
 
 fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> Result<HttpSample> {
+    let (trace, events) = (Scratch::new("trace"), Scratch::new("ndjson"));
+    let mut server = Command::new(exe);
+    if config == Config::RuntimeTrace {
+        server.arg("-trace").arg(&trace.0);
+    }
     let mut child = Guard(
-        Command::new(exe)
+        server
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -288,7 +362,7 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
         Ok(())
     };
     match config {
-        Config::NoProbes => wrk(&mut sample, seconds)?,
+        Config::NoProbes | Config::RuntimeTrace => wrk(&mut sample, seconds)?,
         Config::Floor | Config::FloorAll => {
             let _probes = attach_floor(exe, pid, config == Config::FloorAll)?;
             wrk(&mut sample, seconds)?;
@@ -305,15 +379,8 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
             sample.parks_per_request = parks / sample.requests.max(1.0);
         }
         Config::GortBudget => {
-            let (gort, base) = start_gort(
-                pid,
-                &[
-                    "--overhead-budget",
-                    BUDGET,
-                    "--sampling-period",
-                    &format!("{BUDGET_PERIOD_S}s"),
-                ],
-            )?;
+            let args = config.gort_args(&events.0).expect("a gort configuration");
+            let (gort, base) = start_gort(pid, &args)?;
             let metrics = || get(&format!("{base}/metrics"));
             // Load from the start of a period to just before the end of the last: the
             // estimates cover whole periods (a window is weighed once its period is over).
@@ -332,8 +399,9 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
             sample.lost = sum_of(&m, "gort_events_lost_total");
             sample.sampling_ratio = sum_of(&m, "gort_sampling_ratio");
         }
-        Config::Gort => {
-            let (gort, base) = start_gort(pid, &[])?;
+        Config::Gort | Config::GortSched | Config::GortFull => {
+            let args = config.gort_args(&events.0).expect("a gort configuration");
+            let (gort, base) = start_gort(pid, &args)?;
             let parks0 = sum_of(
                 &get(&format!("{base}/metrics"))?,
                 "gort_goroutine_blocks_total",
@@ -346,13 +414,8 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
             let cpu = (cpu_ticks(gort.0.id())? - cpu0) as f64 / ticks_per_second();
             sample.agent_cpu_ms_per_s = cpu * 1000.0 / wall;
             let metrics = get(&format!("{base}/metrics"))?;
-            let requests = sum_of(&metrics, "gort_http_requests_total");
             let parks = sum_of(&metrics, "gort_goroutine_blocks_total") - parks0;
-            sample.parks_per_request = if requests > 0.0 {
-                parks / requests
-            } else {
-                0.0
-            };
+            sample.parks_per_request = parks / sample.requests.max(1.0);
             sample.lost = sum_of(&metrics, "gort_events_lost_total");
         }
     }
@@ -374,25 +437,31 @@ fn parse_wrk_duration_ms(s: &str) -> Result<f64> {
     Ok(number.parse::<f64>()? * scale)
 }
 
-fn run_once(config: Config, exe: &Path, round_trips: u64) -> Result<Sample> {
-    let mut workload = Workload::start(exe, round_trips)?;
+fn run_once(config: Config, exe: &Path, kind: &str, ops: u64) -> Result<Sample> {
+    let (trace, events) = (Scratch::new("trace"), Scratch::new("ndjson"));
+    let mut workload = Workload::start(
+        exe,
+        kind,
+        ops,
+        (config == Config::RuntimeTrace).then_some(trace.0.as_path()),
+    )?;
     let mut sample = Sample::default();
     match config {
-        Config::NoProbes => {
+        Config::NoProbes | Config::RuntimeTrace => {
             workload.proceed()?;
-            sample.ns_per_round_trip = workload.result()?;
+            workload.result(&mut sample)?;
         }
         Config::Floor | Config::FloorAll => {
             let _probes = attach_floor(exe, workload.pid, config == Config::FloorAll)?;
             workload.proceed()?;
-            sample.ns_per_round_trip = workload.result()?;
+            workload.result(&mut sample)?;
         }
         Config::Bpftrace => {
             let bpftrace = bpftrace::Bpftrace::start(exe, workload.pid)?;
             let cpu0 = cpu_ticks(bpftrace.pid())?;
             let t0 = Instant::now();
             workload.proceed()?;
-            sample.ns_per_round_trip = workload.result()?;
+            workload.result(&mut sample)?;
             let wall = t0.elapsed().as_secs_f64();
             let cpu = (cpu_ticks(bpftrace.pid())? - cpu0) as f64 / ticks_per_second();
             sample.agent_cpu_ms_per_s = cpu * 1000.0 / wall;
@@ -400,12 +469,17 @@ fn run_once(config: Config, exe: &Path, round_trips: u64) -> Result<Sample> {
             sample.parks_seen = bpftrace.finish()?;
         }
         Config::GortBudget => bail!("the budget runs are HTTP only"),
-        Config::Gort => {
-            let (gort, base) = start_gort(workload.pid, &[])?;
+        Config::Gort | Config::GortSched | Config::GortFull => {
+            let args = config.gort_args(&events.0).expect("a gort configuration");
+            let (gort, base) = start_gort(workload.pid, &args)?;
+            let parks0 = sum_of(
+                &get(&format!("{base}/metrics"))?,
+                "gort_goroutine_blocks_total",
+            );
             let cpu0 = cpu_ticks(gort.0.id())?;
             let t0 = Instant::now();
             workload.proceed()?;
-            sample.ns_per_round_trip = workload.result()?;
+            workload.result(&mut sample)?;
             // Let the agent drain the last events before it is measured.
             thread::sleep(Duration::from_millis(300));
             let wall = t0.elapsed().as_secs_f64();
@@ -413,7 +487,7 @@ fn run_once(config: Config, exe: &Path, round_trips: u64) -> Result<Sample> {
             sample.agent_cpu_ms_per_s = cpu * 1000.0 / wall;
             sample.agent_rss_mib = rss_kib(gort.0.id())? / 1024.0;
             let metrics = get(&format!("{base}/metrics"))?;
-            sample.parks_seen = sum_of(&metrics, "gort_goroutine_blocks_total");
+            sample.parks_seen = sum_of(&metrics, "gort_goroutine_blocks_total") - parks0;
             sample.lost = sum_of(&metrics, "gort_events_lost_total");
         }
     }
@@ -440,7 +514,7 @@ const GORT_PROBE_POINTS: &[(&str, bool, bool)] = &[
 
 /// Starts the release `gort run --pid PID` on a free loopback port and waits until it serves
 /// (it serves once attached); returns it and its base URL.
-fn start_gort(pid: u32, extra: &[&str]) -> Result<(Guard, String)> {
+fn start_gort(pid: u32, extra: &[String]) -> Result<(Guard, String)> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let base = format!("http://127.0.0.1:{port}");
     let gort = Guard(
@@ -513,18 +587,22 @@ impl Drop for Guard {
     }
 }
 
+/// A `tests/go/micro` run, held at its start until [`Workload::proceed`].
 struct Workload {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     pid: u32,
-    round_trips: u64,
 }
 
 impl Workload {
-    fn start(exe: &Path, round_trips: u64) -> Result<Workload> {
-        let mut child = Command::new(exe)
-            .arg(format!("-n={round_trips}"))
+    fn start(exe: &Path, kind: &str, ops: u64, trace: Option<&Path>) -> Result<Workload> {
+        let mut cmd = Command::new(exe);
+        cmd.arg(format!("-kind={kind}")).arg(format!("-ops={ops}"));
+        if let Some(trace) = trace {
+            cmd.arg("-trace").arg(trace);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -539,7 +617,6 @@ impl Workload {
             child,
             stdin,
             stdout,
-            round_trips,
         })
     }
 
@@ -548,14 +625,17 @@ impl Workload {
         Ok(self.stdin.flush()?)
     }
 
-    /// Waits for the result; ns per round trip.
-    fn result(&mut self) -> Result<f64> {
+    /// Waits for the result: ns per operation and seconds of work, into `sample`.
+    fn result(&mut self, sample: &mut Sample) -> Result<()> {
         let mut line = String::new();
         self.stdout.read_line(&mut line)?;
         let v: Value =
             serde_json::from_str(&line).with_context(|| format!("workload said {line:?}"))?;
         let ns = v["ns"].as_f64().context("no ns")?;
-        Ok(ns / self.round_trips as f64)
+        let ops = v["ops"].as_f64().context("no ops")?;
+        sample.ns_per_op = ns / ops;
+        sample.seconds = ns / 1e9;
+        Ok(())
     }
 
     fn finish(mut self) {
@@ -637,7 +717,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn print_table(results: &[(Config, Vec<Sample>)], round_trips: u64, go: &str) -> Result<()> {
+fn print_table(results: &[(Config, Vec<Sample>)], kind: &str, ops: u64, go: &str) -> Result<()> {
     let of = |c: Config| {
         results
             .iter()
@@ -645,85 +725,89 @@ fn print_table(results: &[(Config, Vec<Sample>)], round_trips: u64, go: &str) ->
             .map(|(_, s)| s.clone())
             .unwrap_or_default()
     };
-    let base = median(
-        of(Config::NoProbes)
-            .iter()
-            .map(|s| s.ns_per_round_trip)
-            .collect(),
-    );
-    let floor = median(
-        of(Config::Floor)
-            .iter()
-            .map(|s| s.ns_per_round_trip)
-            .collect(),
-    );
-    // Two parks per round trip, two traps per park.
-    let trap = (floor - base) / 4.0;
+    let ns_per_op = |c: Config| median(of(c).iter().map(|s| s.ns_per_op).collect());
+    let base = ns_per_op(Config::NoProbes);
+    // Parks per operation, as gort counted them (the program cannot count its own: a mutex
+    // or a select parks only when it must wait).
+    let gort = of(Config::Gort);
+    let parks_per_op = median(gort.iter().map(|s| s.parks_seen).collect()) / ops as f64;
+    if kind == "pingpong" {
+        // Every park but the echo goroutine's last (it never wakes) completes.
+        let want = (2 * ops - 1) as f64;
+        if let Some(s) = gort.iter().find(|s| s.parks_seen < want) {
+            bail!(
+                "gort saw {} completed parks in a ping-pong run, fewer than the {want} it made",
+                s.parks_seen
+            );
+        }
+    }
+    // The floor: two empty uprobes per park.
+    let trap = (ns_per_op(Config::Floor) - base) / (2.0 * parks_per_op);
     println!(
-        "\npingpong (Go {go}): {round_trips} round trips = {} parks per run, {} runs per configuration\n",
-        2 * round_trips,
+        "\n{kind} (Go {go}): {ops} operations per run, {parks_per_op:.2} parks per operation (as gort counted them), {} runs per configuration\n",
         results[0].1.len()
     );
     println!(
-        "{:<28} {:>12} {:>22} {:>14} {:>12} {:>11} {:>12} {:>9}",
+        "{:<28} {:>10} {:>20} {:>9} {:>14} {:>11} {:>11} {:>10} {:>11} {:>6}",
         "configuration",
-        "ns/round trip",
+        "ns/op",
         "min..max",
+        "vs none",
         "ns/park extra",
         "traps/park",
         "agent CPU",
         "agent RSS",
+        "parks/s",
         "lost"
     );
     for (config, samples) in results {
-        let v: Vec<f64> = samples.iter().map(|s| s.ns_per_round_trip).collect();
+        let v: Vec<f64> = samples.iter().map(|s| s.ns_per_op).collect();
         let (min, max) = v
             .iter()
             .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
         let m = median(v);
-        let extra = (m - base) / 2.0;
-        let (cpu, rss, lost) = if *config == Config::Bpftrace {
+        let extra = (m - base) / parks_per_op;
+        let agent = config.gort_args(Path::new("")).is_some() || *config == Config::Bpftrace;
+        let (cpu, rss, rate, lost) = if agent {
             let cpu = median(samples.iter().map(|s| s.agent_cpu_ms_per_s).collect());
             let rss = median(samples.iter().map(|s| s.agent_rss_mib).collect());
+            let rate = median(samples.iter().map(|s| s.parks_seen / s.seconds).collect());
+            let lost = if *config != Config::Bpftrace {
+                format!("{:.0}", samples.iter().map(|s| s.lost).sum::<f64>())
+            } else {
+                // bpftrace does not count what it drops.
+                "?".to_string()
+            };
             (
                 format!("{cpu:.0} ms/s"),
                 format!("{rss:.1} MiB"),
-                "-".to_string(),
-            )
-        } else if *config == Config::Gort {
-            let cpu = median(samples.iter().map(|s| s.agent_cpu_ms_per_s).collect());
-            let rss = median(samples.iter().map(|s| s.agent_rss_mib).collect());
-            let lost: f64 = samples.iter().map(|s| s.lost).sum();
-            // Every park but the echo goroutine's last (it never wakes) completes.
-            let want = (2 * round_trips - 1) as f64;
-            if let Some(s) = samples.iter().find(|s| s.parks_seen < want) {
-                bail!(
-                    "gort saw {} completed parks in a run, fewer than the {want} the workload made",
-                    s.parks_seen
-                );
-            }
-            (
-                format!("{cpu:.0} ms/s"),
-                format!("{rss:.1} MiB"),
-                format!("{lost:.0}"),
+                format!("{rate:.0}"),
+                lost,
             )
         } else {
-            ("-".into(), "-".into(), "-".into())
+            ("-".into(), "-".into(), "-".into(), "-".into())
+        };
+        let traps = if agent || matches!(config, Config::Floor | Config::FloorAll) {
+            format!("{:.2}", extra / trap)
+        } else {
+            "-".into()
         };
         println!(
-            "{:<28} {:>12.0} {:>22} {:>14.0} {:>12.2} {:>11} {:>12} {:>9}",
+            "{:<28} {:>10.0} {:>20} {:>8.1}% {:>14.0} {:>11} {:>11} {:>10} {:>11} {:>6}",
             config.name(),
             m,
             format!("{min:.0}..{max:.0}"),
+            (m / base - 1.0) * 100.0,
             extra,
-            if trap > 0.0 { extra / trap } else { f64::NAN },
+            traps,
             cpu,
             rss,
+            rate,
             lost
         );
     }
     println!(
-        "\ntraps/park: the extra cost per park in units of one empty uprobe hit (a quarter of the floor's per round trip)."
+        "\ntraps/park: the extra cost per park in units of one empty uprobe hit (half the floor's per park)."
     );
     Ok(())
 }

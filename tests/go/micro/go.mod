@@ -1,0 +1,3 @@
+module gort.test/micro
+
+go 1.21
