@@ -62,6 +62,13 @@ pub struct StressAttachOptions {
 
     #[arg(long, default_value_t = 10_000)]
     pub cycles: u64,
+
+    /// Probe families to attach and detach (sched always).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = crate::probes::Family::ALL)]
+    pub probes: Vec<crate::probes::Family>,
+    /// How long each cycle leaves the probes in, in ms.
+    #[arg(long, default_value_t = 0)]
+    pub hold_ms: u64,
 }
 
 #[derive(Args, Debug)]

@@ -23,7 +23,7 @@ pub fn run(o: &StressAttachOptions) -> Result<()> {
         frame_min_ns: 1_000_000,
         ringbuf_bytes: 8 << 20,
         max_parked: 131_072,
-        families: crate::probes::Family::ALL.to_vec(),
+        families: o.probes.clone(),
     })?;
     let start = Instant::now();
     let (mut attaching, mut detaching) = (0.0, 0.0);
@@ -33,6 +33,7 @@ pub fn run(o: &StressAttachOptions) -> Result<()> {
             .attach(&target, &path, Scope::Process(o.pid))
             .with_context(|| format!("attach, cycle {cycle}"))?;
         attaching += t.elapsed().as_secs_f64();
+        std::thread::sleep(std::time::Duration::from_millis(o.hold_ms));
         let t = Instant::now();
         probes.detach(attachment);
         probes.settle();

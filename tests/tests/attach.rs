@@ -237,3 +237,67 @@ fn target_exiting_during_attach() {
         }
     }
 }
+
+/// `--probes sched,gc` attaches only those families: the others are listed as turned off
+/// (not as missing from the binary, and not warned about), what they measure is absent, and
+/// the parks are measured exactly.
+#[test]
+fn probes_flag_attaches_only_the_chosen_families() {
+    let _serial = serial();
+    let exe = build_go_program("parks", "1.22.10", Variant::DEFAULT);
+    let mut program = GoProgram::start(&exe, &["-workers=1", "-ops=10", "-block=5ms"], &[])
+        .expect("start the program");
+    let gort = Gort::attach(program.pid, &["--probes", "sched,gc"]).expect("attach");
+    let pid = program.pid.to_string();
+    let receives = || -> anyhow::Result<f64> {
+        Ok(gort
+            .metrics()?
+            .get(
+                "gort_goroutine_blocks_total",
+                &[("pid", pid.as_str()), ("reason", "chan receive")],
+            )
+            .unwrap_or(0.0))
+    };
+    let baseline = receives().unwrap();
+    program.proceed().unwrap();
+    let report = program.read_json().unwrap();
+    assert_eq!(report["totals"]["chan receive"]["count"], 10);
+    eventually(Duration::from_secs(10), || {
+        let seen = receives()? - baseline;
+        ensure!(seen == 10.0, "{seen} of 10 receives");
+        Ok(())
+    })
+    .unwrap();
+
+    let procs = gort.get_json("/api/v1/processes").unwrap();
+    let off: Vec<(String, String)> = procs[0]["unavailable"]
+        .as_array()
+        .expect("unavailable")
+        .iter()
+        .map(|u| {
+            (
+                u["family"].as_str().unwrap().to_string(),
+                u["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let turned_off = |f: &str| (f.to_string(), "turned off (--probes)".to_string());
+    assert_eq!(
+        off,
+        vec![
+            turned_off("lifecycle"),
+            turned_off("panics"),
+            turned_off("http")
+        ],
+        "{procs}"
+    );
+    let m = gort.metrics().unwrap();
+    assert_eq!(
+        m.get("gort_goroutines_created_total", &[("pid", pid.as_str())]),
+        None,
+        "goroutine creations measured without the lifecycle probes"
+    );
+    program.finish().unwrap();
+    let stderr = gort.stop().unwrap();
+    assert!(!stderr.contains("unavailable"), "{stderr}");
+}

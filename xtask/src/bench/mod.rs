@@ -10,6 +10,7 @@
 //! workload's own `runtime/trace` (Go's in-process execution tracer, writing to a file), and
 //! on the HTTP server gort under `--overhead-budget 5%`.
 
+mod attach_cycles;
 mod bpftrace;
 
 use std::{
@@ -53,6 +54,16 @@ pub struct Options {
     /// Sampling periods of load per HTTP run under `--overhead-budget` (0: skip it).
     #[arg(long, default_value_t = 8)]
     budget_periods: u64,
+    /// Attach/detach cycles against a busy program checking its own invariants (0: skip).
+    /// `--attach-cycles 10000 --micro= --http-seconds 0` runs only that.
+    #[arg(long, default_value_t = 0)]
+    attach_cycles: u64,
+    /// Probe families of the attach/detach cycles (`gort stress-attach --probes`).
+    #[arg(long, default_value = "sched,gc,lifecycle,panics,http")]
+    attach_probes: String,
+    /// How long each cycle holds the probes in, in ms.
+    #[arg(long, default_value_t = 5)]
+    attach_hold_ms: u64,
 }
 
 /// The overhead budget of the budget runs, and their sampling period.
@@ -162,7 +173,7 @@ pub fn run(o: Options) -> Result<()> {
         &root.join("tests/go/micro"),
         &exe,
     ))?;
-    if !o.micro.is_empty() {
+    if o.micro.iter().any(|k| !k.is_empty()) {
         setup::ensure_apt(&["bpftrace"])?;
     }
     let configs = [
@@ -175,7 +186,7 @@ pub fn run(o: Options) -> Result<()> {
         Config::Bpftrace,
         Config::RuntimeTrace,
     ];
-    for kind in &o.micro {
+    for kind in o.micro.iter().filter(|k| !k.is_empty()) {
         let mut results: Vec<(Config, Vec<Sample>)> =
             configs.iter().map(|&c| (c, Vec::new())).collect();
         // Interleave the configurations so that drift of the machine hits all alike.
@@ -190,6 +201,15 @@ pub fn run(o: Options) -> Result<()> {
     }
     if o.http_seconds > 0 {
         http_bench(&o, &go)?;
+    }
+    if o.attach_cycles > 0 {
+        attach_cycles::run(
+            &go,
+            &o.go,
+            o.attach_cycles,
+            &o.attach_probes,
+            o.attach_hold_ms,
+        )?;
     }
     Ok(())
 }
