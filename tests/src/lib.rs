@@ -383,6 +383,11 @@ impl Metrics {
         first
     }
 
+    /// The sum of the series of `name` whose labels include all of `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.all(name, labels).iter().map(|(_, v)| v).sum()
+    }
+
     /// All series of `name` whose labels include all of `labels`.
     pub fn all(
         &self,

@@ -195,12 +195,7 @@ fn goroutine_churn_is_counted_exactly_in_bounded_memory() {
             );
             Ok(())
         })?;
-        let lost: f64 = gort
-            .metrics()?
-            .all("gort_events_lost_total", &[])
-            .iter()
-            .map(|(_, v)| v)
-            .sum();
+        let lost = gort.metrics()?.sum("gort_events_lost_total", &[]);
         ensure!(lost == 0.0, "{lost} events lost");
         // Flat: the second half of the run no higher than the first half's peak + 10 %, and
         // under 200 MiB (a debug build; ~24 MiB of it the ring buffers).
@@ -284,12 +279,7 @@ fn four_park_heavy_processes_at_once_lose_nothing() {
                 Ok(())
             })?;
         }
-        let lost: f64 = gort
-            .metrics()?
-            .all("gort_events_lost_total", &[])
-            .iter()
-            .map(|(_, v)| v)
-            .sum();
+        let lost = gort.metrics()?.sum("gort_events_lost_total", &[]);
         ensure!(lost == 0.0, "{lost} events lost");
         for p in programs {
             p.finish()?;
