@@ -16,7 +16,7 @@
 //!
 //! Pure: the run loop feeds it the clock and the counters and carries out its decisions.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 /// The lowest ratio: below it the windows would be too short to measure anything.
 pub const MIN_RATIO: f64 = 0.01;
@@ -293,9 +293,44 @@ pub fn parse_share(s: &str) -> Result<f64, String> {
     Ok(pct / 100.0)
 }
 
+/// The targets' CPU time as one counter that only grows, though targets come and go (`--exe`,
+/// `--all`): each reading adds what every process used since the one before; a process seen
+/// for the first time adds what it used since it started, one gone adds nothing more.
+#[derive(Debug, Default)]
+pub struct TargetCpu {
+    last: HashMap<u32, u64>,
+    total: u64,
+}
+
+impl TargetCpu {
+    /// Adds `readings` (pid, CPU time in ns so far); returns the total.
+    pub fn read(&mut self, readings: impl IntoIterator<Item = (u32, u64)>) -> u64 {
+        let mut now = HashMap::with_capacity(self.last.len());
+        for (pid, ns) in readings {
+            let before = self.last.get(&pid).copied().unwrap_or(0);
+            // Less than before: another process on a reused pid.
+            self.total += if ns >= before { ns - before } else { ns };
+            now.insert(pid, ns);
+        }
+        self.last = now;
+        self.total
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_cpu_only_grows_as_processes_come_and_go() {
+        let mut cpu = TargetCpu::default();
+        assert_eq!(cpu.read([(1, 100), (2, 50)]), 150);
+        // 1 used 20 more, 2 exited, 3 started having used 5.
+        assert_eq!(cpu.read([(1, 120), (3, 5)]), 175);
+        // 3's pid reused by a process that has used 2.
+        assert_eq!(cpu.read([(1, 120), (3, 2)]), 177);
+        assert_eq!(cpu.read([]), 177);
+    }
 
     const S: u64 = 1_000_000_000;
     const MS: u64 = 1_000_000;

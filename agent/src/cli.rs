@@ -149,8 +149,9 @@ pub struct RunOptions {
     /// Keep what gort costs the host (its probe hits in the targets plus its own CPU) under
     /// this share of the host's CPU, e.g. `2%`, by attaching the probes for part of each
     /// sampling period; totals are then also reported as estimates (`*_estimated_total`) and
-    /// the share in force as `gort_sampling_ratio`. With --pid.
-    #[arg(long, value_parser = crate::budget::parse_share, env = "GORT_OVERHEAD_BUDGET", conflicts_with_all = ["all", "exe"])]
+    /// the share in force as `gort_sampling_ratio`. Under --exe and --all the probes of every
+    /// process go in and out together, and the targets' CPU is theirs together.
+    #[arg(long, value_parser = crate::budget::parse_share, env = "GORT_OVERHEAD_BUDGET")]
     pub overhead_budget: Option<f64>,
 
     /// With --overhead-budget: the sampling period (the probes are in for the first part);

@@ -15,7 +15,7 @@ use crate::{
         Aggregator, AttachedBinary, Binaries, SamplingStatus, Settings, State, leaks::LeakSettings,
         process::Retention, sampling::SamplingWindow,
     },
-    budget::{BudgetSettings, Counters, Sampler, Switch},
+    budget::{BudgetSettings, Counters, Sampler, Switch, TargetCpu},
     cli::RunOptions,
     collect::{AgentDrops, Collector, monotonic_ns},
     export::{
@@ -270,9 +270,11 @@ pub async fn run_until(
         _ => {}
     }
 
-    // --overhead-budget: time sampling of the one attachment of --pid / --exe.
+    // --overhead-budget: time sampling of the one attachment of --pid / --exe, or of every
+    // process's of --all, switched together.
     let mut sampler = None;
-    if let (Some(share), Some(_)) = (o.overhead_budget, &attachment) {
+    let mut target_cpu = TargetCpu::default();
+    if let Some(share) = o.overhead_budget.filter(|_| attachment.is_some() || fleet.is_some()) {
         let trap = probes::calibrate::measure()
             .context("--overhead-budget: cannot measure what a uprobe hit costs")?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
@@ -292,11 +294,8 @@ pub async fn run_until(
             share * 100.0,
             settings.period
         );
-        let s = Sampler::new(
-            settings,
-            monotonic_ns(),
-            budget_counters(&agent_drops, &want),
-        );
+        let counters = budget_counters(&agent_drops, &mut target_cpu, &want, fleet.as_ref());
+        let s = Sampler::new(settings, monotonic_ns(), counters);
         handle.sampling(sampling_status(&s)).await;
         sampler = Some(s);
     }
@@ -384,11 +383,27 @@ pub async fn run_until(
             }
             _ = sampling_due(&sampler) => {
                 let Some(s) = &mut sampler else { continue };
-                let switch = s.switch(monotonic_ns(), budget_counters(&agent_drops, &want));
+                let counters = budget_counters(&agent_drops, &mut target_cpu, &want, fleet.as_ref());
+                let switch = s.switch(monotonic_ns(), counters);
                 log::debug!(
                     "sampling: {switch:?}; last period {:?}; ratio {:.3} of {:?}",
                     s.last, s.ratio, s.period
                 );
+                if let Some(fleet) = &mut fleet {
+                    match switch {
+                        Switch::Suspend => fleet.suspend_all(&mut probes),
+                        Switch::Resume => {
+                            if let Some(ns) = fleet.resume_all(&mut probes, &binaries) {
+                                s.resumed_at(ns);
+                            }
+                            handle.resumed().await;
+                            handle.sampling(sampling_status(s)).await;
+                        }
+                        Switch::Stay => handle.sampling(sampling_status(s)).await,
+                        Switch::Settled => {}
+                    }
+                    continue;
+                }
                 let Some(a) = &mut attachment else { continue };
                 let scope = match &want {
                     Want::Pid { id, .. } => Scope::Process(id.pid),
@@ -467,15 +482,27 @@ fn sampling_status(s: &Sampler) -> SamplingStatus {
     }
 }
 
-/// What `--overhead-budget` reads at every switch.
-fn budget_counters(drops: &AgentDrops, want: &Want) -> Counters {
+/// What `--overhead-budget` reads at every switch: the targets are the --pid process, the
+/// running processes of the --exe executable, or the processes --all watches.
+fn budget_counters(
+    drops: &AgentDrops,
+    target_cpu: &mut TargetCpu,
+    want: &Want,
+    fleet: Option<&Fleet>,
+) -> Counters {
+    let pids: Vec<u32> = match (want, fleet) {
+        (Want::Pid { id, .. }, _) => vec![id.pid],
+        (Want::Exe { path }, _) => processes_of(path),
+        (Want::All, Some(fleet)) => fleet.watched().collect(),
+        (Want::All, None) => Vec::new(),
+    };
+    let readings = pids
+        .into_iter()
+        .filter_map(|pid| Some((pid, process::cpu_time_ns(pid)?)));
     Counters {
         hits: drops.probe_hits(),
         agent_cpu_ns: own_cpu_ns(),
-        target_cpu_ns: match want {
-            Want::Pid { id, .. } => process::cpu_time_ns(id.pid).unwrap_or(0),
-            _ => 0,
-        },
+        target_cpu_ns: target_cpu.read(readings),
     }
 }
 

@@ -45,8 +45,26 @@ fn estimated(m: &Metrics, reason: Option<&str>) -> f64 {
         .sum()
 }
 
+/// How gort watches the paced program.
+enum Mode {
+    Pid,
+    /// `--all`, selecting the program by its executable.
+    All,
+}
+
 #[test]
 fn budget_holds_and_estimates_stay_within_ten_percent() -> Result<()> {
+    budget_holds(Mode::Pid)
+}
+
+/// The same under `--all` (the DaemonSet's mode): every watched process's probes go in and
+/// out together, and the targets' CPU is theirs together.
+#[test]
+fn budget_holds_under_all() -> Result<()> {
+    budget_holds(Mode::All)
+}
+
+fn budget_holds(mode: Mode) -> Result<()> {
     let _serial = serial();
     let exe = build_go_program("paced", "1.22.10", Variant::DEFAULT);
     let burst = format!("-burst={BURST}");
@@ -59,10 +77,16 @@ fn budget_holds_and_estimates_stay_within_ten_percent() -> Result<()> {
     std::thread::sleep(Duration::from_secs(4));
     let baseline = (cpu_seconds(p.pid)? - c0) / t0.elapsed().as_secs_f64();
 
-    let gort = Gort::attach(
-        p.pid,
-        &["--overhead-budget", "5%", "--sampling-period", "3s"],
-    )?;
+    let budget = ["--overhead-budget", "5%", "--sampling-period", "3s"];
+    let gort = match mode {
+        Mode::Pid => Gort::attach(p.pid, &budget)?,
+        Mode::All => {
+            let include = format!("exe={}", exe.display());
+            let mut args = vec!["--all", "--include", &include];
+            args.extend(budget);
+            Gort::start(&args)?
+        }
+    };
     // Two readings just after the ends of periods 1 and 9 (gort lengthens its periods to fit
     // the kernel's slow removal of uprobes): the estimates between them cover whole periods,
     // up to the 250 ms of polling.

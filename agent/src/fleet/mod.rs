@@ -67,6 +67,9 @@ pub struct Fleet {
     own_pid: u32,
     /// Whether the lack of CAP_SYS_PTRACE was reported.
     warned_permission: bool,
+    /// Time sampling (`--overhead-budget`) has the probes out: processes found meanwhile get
+    /// theirs at the next [`Fleet::resume_all`].
+    suspended: bool,
 }
 
 #[derive(Clone)]
@@ -87,7 +90,53 @@ impl Fleet {
             passed: HashMap::new(),
             own_pid: std::process::id(),
             warned_permission: false,
+            suspended: false,
         }
+    }
+
+    /// Takes every watched process's probes out (time sampling), keeping their slots.
+    pub fn suspend_all(&mut self, probes: &mut Probes) {
+        self.suspended = true;
+        for w in self.watched.values_mut() {
+            drop(probes.suspend(&mut w.attachment));
+        }
+    }
+
+    /// Puts every watched process's probes back; returns when (CLOCK_MONOTONIC ns) the first
+    /// were in (the window's start), if any. A process whose probes cannot go back is
+    /// released.
+    pub fn resume_all(&mut self, probes: &mut Probes, binaries: &Binaries) -> Option<u64> {
+        self.suspended = false;
+        let mut first = None;
+        let mut failed = Vec::new();
+        for (&pid, w) in &mut self.watched {
+            let Some(target) = binaries
+                .read()
+                .expect("not poisoned")
+                .get(&w.attachment.slot)
+                .map(|b| b.target.clone())
+            else {
+                continue;
+            };
+            match probes.resume(
+                &target,
+                &process::exe_path(pid),
+                Scope::Process(pid),
+                &mut w.attachment,
+            ) {
+                Ok(ns) => first = Some(first.map_or(ns, |f: u64| f.min(ns))),
+                Err(e) => {
+                    if w.id.is_alive() {
+                        eprintln!("gort: cannot attach the probes to pid {pid} again: {e}");
+                    }
+                    failed.push(pid);
+                }
+            }
+        }
+        for pid in failed {
+            self.release(pid, probes, binaries);
+        }
+        first
     }
 
     /// Pids attached now.
@@ -245,8 +294,12 @@ impl Fleet {
             return None;
         }
         let attached_ns = crate::collect::monotonic_ns();
-        let attachment = match probes.attach(&target, &process::exe_path(pid), Scope::Process(pid))
-        {
+        let attached = if self.suspended {
+            probes.attach_suspended(&target)
+        } else {
+            probes.attach(&target, &process::exe_path(pid), Scope::Process(pid))
+        };
+        let attachment = match attached {
             Ok(a) => a,
             Err(e) => {
                 if id.is_alive() {

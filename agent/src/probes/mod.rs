@@ -259,6 +259,17 @@ impl Probes {
         path: &Path,
         scope: Scope,
     ) -> Result<Attachment, ProbeError> {
+        let mut attachment = self.attach_suspended(target)?;
+        if let Err(e) = self.attach_links(target, path, scope, &mut attachment) {
+            self.detach(attachment);
+            return Err(e);
+        }
+        Ok(attachment)
+    }
+
+    /// An attachment to `target` with its probes out, as if suspended: its slot and settings
+    /// only, for [`Probes::resume`] (a process found while time sampling has them out).
+    pub fn attach_suspended(&mut self, target: &GoTarget) -> Result<Attachment, ProbeError> {
         self.reclaim_slots(false);
         let slot = self
             .used_slots
@@ -274,20 +285,28 @@ impl Probes {
         };
         self.set_config(slot, config)?;
         self.used_slots[slot as usize] = true;
-        let mut attachment = Attachment {
+        // The families left out: turned off, or lacking their functions in this binary.
+        let lacking = [
+            (Family::Gc, gc::points(target).err()),
+            (Family::Lifecycle, lifecycle::points(target).err()),
+            (Family::Panics, panics::points(target).err()),
+            (Family::Http, http::points(target).err()),
+        ];
+        let unavailable = lacking
+            .into_iter()
+            .filter_map(|(family, why)| {
+                if !self.families.contains(&family) {
+                    Some((family, TURNED_OFF.to_string()))
+                } else {
+                    why.map(|why| (family, why))
+                }
+            })
+            .collect();
+        Ok(Attachment {
             slot,
             links: Vec::new(),
-            unavailable: Family::ALL
-                .into_iter()
-                .filter(|f| *f != Family::Sched && !self.families.contains(f))
-                .map(|f| (f, TURNED_OFF.to_string()))
-                .collect(),
-        };
-        if let Err(e) = self.attach_links(target, path, scope, &mut attachment) {
-            self.detach(attachment);
-            return Err(e);
-        }
-        Ok(attachment)
+            unavailable,
+        })
     }
 
     /// Takes an attachment's probes out of the target but keeps its slot, for
@@ -329,9 +348,8 @@ impl Probes {
         for key in stale {
             let _ = self.parked.remove(&key);
         }
-        let unavailable = std::mem::take(&mut attachment.unavailable);
+        // The families left out stay out (`attach_links` skips them).
         let result = self.attach_links(target, path, scope, attachment);
-        attachment.unavailable = unavailable;
         if result.is_err() {
             drop(self.suspend(attachment));
         }
