@@ -274,7 +274,10 @@ pub async fn run_until(
     // process's of --all, switched together.
     let mut sampler = None;
     let mut target_cpu = TargetCpu::default();
-    if let Some(share) = o.overhead_budget.filter(|_| attachment.is_some() || fleet.is_some()) {
+    if let Some(share) = o
+        .overhead_budget
+        .filter(|_| attachment.is_some() || fleet.is_some())
+    {
         let trap = probes::calibrate::measure()
             .context("--overhead-budget: cannot measure what a uprobe hit costs")?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);

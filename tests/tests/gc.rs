@@ -9,10 +9,20 @@ use gort_e2e::{GoProgram, Gort, Metrics, Variant, build_go_program, eventually, 
 
 fn check(go_version: &str, variant: Variant) {
     let _serial = serial();
-    run(go_version, variant).unwrap_or_else(|e| panic!("Go {go_version} {variant:?}: {e:#}"));
+    run(go_version, variant, false)
+        .unwrap_or_else(|e| panic!("Go {go_version} {variant:?}: {e:#}"));
 }
 
-fn run(go_version: &str, variant: Variant) -> Result<()> {
+/// Time sampling (`--overhead-budget`) takes the park probes out for most of each period, but
+/// not the GC's: the program's collections, all while the park probes are out, are counted
+/// exactly, and no park is.
+#[test]
+fn gc_is_measured_exactly_while_time_sampling_has_the_park_probes_out() {
+    let _serial = serial();
+    run("1.24.11", Variant::DEFAULT, true).unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+fn run(go_version: &str, variant: Variant, sampled: bool) -> Result<()> {
     let exe = build_go_program("gcstw", go_version, variant);
     let mut program = GoProgram::start(
         &exe,
@@ -21,7 +31,20 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
     )?;
     let before = program.ready["before"].clone();
     let pid = program.pid.to_string();
-    let gort = Gort::attach(program.pid, &[])?;
+    let parks = |m: &Metrics| m.sum("gort_goroutine_blocks_total", &[("pid", &pid)]);
+    let mut parks_before = None;
+    let gort = if sampled {
+        // The first period's window is a tenth of it (2 s); the program runs in the rest.
+        let gort = Gort::attach(
+            program.pid,
+            &["--overhead-budget", "1%", "--sampling-period", "20s"],
+        )?;
+        std::thread::sleep(Duration::from_secs(3));
+        parks_before = Some(parks(&gort.metrics()?));
+        gort
+    } else {
+        Gort::attach(program.pid, &[])?
+    };
     program.proceed()?;
     let report = program.read_json()?;
     let after = &report["after"];
@@ -104,6 +127,16 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
     );
     for (cause, lost) in m.all("gort_events_lost_total", &[]) {
         ensure!(lost == 0.0, "events lost: {cause:?} = {lost}");
+    }
+    if let Some(before) = parks_before {
+        let after = parks(&gort.metrics()?);
+        ensure!(
+            after == before,
+            "{} parks seen while the park probes were out",
+            after - before
+        );
+        let ratio = m.get("gort_sampling_ratio", &[]).context("no ratio")?;
+        ensure!(ratio < 1.0, "sampling ratio {ratio}");
     }
     program.finish()?;
     gort.stop()?;

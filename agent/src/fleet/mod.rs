@@ -294,10 +294,11 @@ impl Fleet {
             return None;
         }
         let attached_ns = crate::collect::monotonic_ns();
+        let path = process::exe_path(pid);
         let attached = if self.suspended {
-            probes.attach_suspended(&target)
+            probes.attach_suspended(&target, &path, Scope::Process(pid))
         } else {
-            probes.attach(&target, &process::exe_path(pid), Scope::Process(pid))
+            probes.attach(&target, &path, Scope::Process(pid))
         };
         let attachment = match attached {
             Ok(a) => a,

@@ -124,7 +124,24 @@ pub enum Family {
     Http,
 }
 
+/// Which of an attachment's families to attach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    All,
+    /// Those time sampling takes out and puts back ([`Family::sampled`]).
+    Sampled,
+    /// Those that stay in.
+    Kept,
+}
+
 impl Family {
+    /// Whether time sampling (`--overhead-budget`) takes the family's probes out for part of
+    /// each period: those that fire per park, per goroutine or per request. The GC and panic
+    /// probes fire rarely and stay in, so that no pause and no panic goes unseen.
+    pub fn sampled(self) -> bool {
+        matches!(self, Family::Sched | Family::Lifecycle | Family::Http)
+    }
+
     pub const ALL: [Family; 5] = [
         Family::Sched,
         Family::Gc,
@@ -259,17 +276,32 @@ impl Probes {
         path: &Path,
         scope: Scope,
     ) -> Result<Attachment, ProbeError> {
-        let mut attachment = self.attach_suspended(target)?;
-        if let Err(e) = self.attach_links(target, path, scope, &mut attachment) {
+        let mut attachment = self.reserve(target)?;
+        if let Err(e) = self.attach_links(target, path, scope, &mut attachment, Which::All) {
             self.detach(attachment);
             return Err(e);
         }
         Ok(attachment)
     }
 
-    /// An attachment to `target` with its probes out, as if suspended: its slot and settings
-    /// only, for [`Probes::resume`] (a process found while time sampling has them out).
-    pub fn attach_suspended(&mut self, target: &GoTarget) -> Result<Attachment, ProbeError> {
+    /// An attachment as if suspended (a process found while time sampling has the probes
+    /// out): the families that stay in are attached, the others wait for [`Probes::resume`].
+    pub fn attach_suspended(
+        &mut self,
+        target: &GoTarget,
+        path: &Path,
+        scope: Scope,
+    ) -> Result<Attachment, ProbeError> {
+        let mut attachment = self.reserve(target)?;
+        if let Err(e) = self.attach_links(target, path, scope, &mut attachment, Which::Kept) {
+            self.detach(attachment);
+            return Err(e);
+        }
+        Ok(attachment)
+    }
+
+    /// A slot for `target`, its settings written, no probe attached yet.
+    fn reserve(&mut self, target: &GoTarget) -> Result<Attachment, ProbeError> {
         self.reclaim_slots(false);
         let slot = self
             .used_slots
@@ -309,15 +341,19 @@ impl Probes {
         })
     }
 
-    /// Takes an attachment's probes out of the target but keeps its slot, for
-    /// [`Probes::resume`] (time sampling under `--overhead-budget`). The kernel removes the
-    /// breakpoints at once; the grace period after runs in the background.
+    /// Takes an attachment's sampled probes ([`Family::sampled`]) out of the target but keeps
+    /// its slot, for [`Probes::resume`] (time sampling under `--overhead-budget`). The kernel
+    /// removes the breakpoints at once; the grace period after runs in the background.
     /// The returned thread ends, with the time, once the kernel has removed them.
     pub fn suspend(
         &mut self,
         attachment: &mut Attachment,
     ) -> std::thread::JoinHandle<std::time::Instant> {
-        let links = self.take_links(std::mem::take(&mut attachment.links));
+        let (out, kept) = std::mem::take(&mut attachment.links)
+            .into_iter()
+            .partition(|(family, _, _)| family.sampled());
+        attachment.links = kept;
+        let links = self.take_links(out);
         std::thread::spawn(move || {
             drop_links(links);
             std::time::Instant::now()
@@ -349,25 +385,35 @@ impl Probes {
             let _ = self.parked.remove(&key);
         }
         // The families left out stay out (`attach_links` skips them).
-        let result = self.attach_links(target, path, scope, attachment);
+        let result = self.attach_links(target, path, scope, attachment, Which::Sampled);
         if result.is_err() {
             drop(self.suspend(attachment));
         }
         result
     }
 
-    /// Attaches every family's probes of `target` into `attachment`'s slot; returns when
-    /// (CLOCK_MONOTONIC ns) the scheduler family's were in.
+    /// Attaches `which` families' probes of `target` into `attachment`'s slot (not those left
+    /// out); returns when (CLOCK_MONOTONIC ns) the scheduler family's were in.
     fn attach_links(
         &mut self,
         target: &GoTarget,
         path: &Path,
         scope: Scope,
         attachment: &mut Attachment,
+        which: Which,
     ) -> Result<u64, ProbeError> {
         let skipped: Vec<Family> = attachment.unavailable.iter().map(|(f, _)| *f).collect();
-        let wanted = |family| !skipped.contains(&family);
-        sched::attach(self, target, path, scope, attachment)?;
+        let wanted = |family: Family| {
+            !skipped.contains(&family)
+                && match which {
+                    Which::All => true,
+                    Which::Sampled => family.sampled(),
+                    Which::Kept => !family.sampled(),
+                }
+        };
+        if wanted(Family::Sched) {
+            sched::attach(self, target, path, scope, attachment)?;
+        }
         let parks_from_ns = crate::collect::monotonic_ns();
         let gc = gc::points(target).map(|points| {
             move |probes: &mut Probes, a: &mut Attachment| {
