@@ -29,6 +29,7 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    unset_empty_settings();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(o) => inspect::run(&o).map(|attachable| {
@@ -77,4 +78,17 @@ fn chain(e: &anyhow::Error) -> String {
         }
     }
     parts.join(": ")
+}
+
+/// A setting given as an empty environment variable (a ConfigMap's `GORT_INCLUDE: ""`) is
+/// not given: clap would parse the empty string as its value.
+fn unset_empty_settings() {
+    let empty: Vec<_> = std::env::vars_os()
+        .filter(|(k, v)| k.to_str().is_some_and(|k| k.starts_with("GORT_")) && v.is_empty())
+        .map(|(k, _)| k)
+        .collect();
+    for key in empty {
+        // SAFETY: at the start of main, before any other thread exists.
+        unsafe { std::env::remove_var(key) };
+    }
 }

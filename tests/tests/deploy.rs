@@ -203,7 +203,8 @@ fn manifests_are_valid() {
 }
 
 /// The DaemonSet's capabilities are enough: gort run --all with exactly those (and uid 0)
-/// attaches to a Go program and measures it; without CAP_SYS_PTRACE it says what is missing.
+/// and the ConfigMap's settings attaches to a Go program and measures it; without
+/// CAP_SYS_PTRACE it says what is missing.
 #[test]
 fn daemonset_capabilities_are_enough() {
     let _serial = serial();
@@ -214,6 +215,14 @@ fn daemonset_capabilities_are_enough() {
         .unwrap()
         .iter()
         .map(|c| c.as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    // And the ConfigMap's settings, as the DaemonSet passes them (empty ones included).
+    let config = &yaml_documents(&deploy().join("kubernetes/configmap.yaml")).unwrap()[0];
+    let settings: Vec<(String, String)> = config["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
         .collect();
     let exe = build_go_program("parks", "1.22.10", Variant::DEFAULT);
     let mut program = GoProgram::start(
@@ -236,6 +245,7 @@ fn daemonset_capabilities_are_enough() {
             .arg(format!("--bounding-set={bounding}"))
             .arg("--inh-caps=-all")
             .arg(gort_e2e::gort_bin())
+            .envs(settings.iter().map(|(k, v)| (k, v)))
             .args(["run", "--all", "--include", "service=capped", "--listen"])
             .arg(format!("127.0.0.1:{port}"))
             .stderr(std::process::Stdio::piped())
