@@ -6,8 +6,10 @@
 //! - the target's extra CPU: its CPU time over the period less what it uses without probes,
 //!   read in the quiet end of the period (taking uprobes out disturbs the target for about a
 //!   second after: the kernel's grace periods; that is part of the cost, so it is left in);
-//! - split into the probe hits (counted × the measured cost of one hit, `probes::calibrate`)
-//!   and a cost per attach/detach cycle (the rest);
+//! - split into the probe hits (counted × the cost of one hit: measured at start on gort's
+//!   own code, `probes::calibrate`, then in the targets themselves, from their extra CPU
+//!   while the probes are in, when that is more: a hit in a busy, many-threaded target
+//!   costs more than in the calibration) and a cost per attach/detach cycle (the rest);
 //! - plus gort's own CPU.
 //!
 //! The window follows: `ratio × full-time hit cost + (cycle + gort) / period <= budget`; when
@@ -27,6 +29,9 @@ const FIRST_RATIO: f64 = 0.1;
 const SETTLE: Duration = Duration::from_millis(1500);
 /// The longest period gort lengthens to.
 const MAX_PERIOD: Duration = Duration::from_secs(120);
+/// With the probes in all the time, how often the cost so far is checked: a load that
+/// starts mid-period ends it early rather than running a whole period at full cost.
+const CHECK: Duration = Duration::from_secs(1);
 
 /// What the user asked for and what was measured at start.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +39,8 @@ pub struct BudgetSettings {
     /// Share of the host's CPU (all cores), e.g. 0.02.
     pub share: f64,
     pub period: Duration,
-    /// What one uprobe hit costs here (`probes::calibrate`).
+    /// What one uprobe hit costs here: `probes::calibrate` at start, then as measured in the
+    /// targets' windows, when more.
     pub trap_cost_ns: u64,
     /// How long removed probes go on firing (`probes::calibrate`).
     pub removal: Duration,
@@ -55,6 +61,9 @@ pub enum Switch {
     Suspend,
     /// Nothing to switch; the target's CPU is read from here on as its own.
     Settled,
+    /// Nothing to switch: the cost so far, with the probes in all the time, is within the
+    /// budget.
+    Checked,
     /// Put the probes back (a new period began).
     Resume,
     /// A new period began with the probes still in: nothing to switch.
@@ -110,8 +119,15 @@ pub struct Sampler {
     /// When the probes were back in this period (attaching takes tens of ms).
     window_start_ns: u64,
     quiet_start_ns: u64,
+    /// With the probes in all the time: the last check of the cost so far.
+    checked_ns: u64,
     at_period_start: Counters,
+    /// When the probes went out this period, and the counters then.
+    window_end_ns: Option<u64>,
+    at_window_end: Counters,
     at_quiet_start: Counters,
+    /// The cost of one hit measured at start (`probes::calibrate`): the least it is taken as.
+    calibrated_hit_ns: u64,
     /// The targets' extra CPU per attach/detach cycle, once measured.
     cycle_cost: f64,
     pub last: Option<Cost>,
@@ -130,8 +146,12 @@ impl Sampler {
             period_start_ns: now_ns,
             window_start_ns: now_ns,
             quiet_start_ns: now_ns,
+            checked_ns: now_ns,
             at_period_start: counters,
+            window_end_ns: None,
+            at_window_end: counters,
             at_quiet_start: counters,
+            calibrated_hit_ns: settings.trap_cost_ns,
             cycle_cost: 0.0,
             last: None,
             periods: 0,
@@ -151,7 +171,8 @@ impl Sampler {
     pub fn next_due_ns(&self) -> u64 {
         match self.phase {
             Phase::On if self.ratio < 1.0 => self.window_start_ns + self.window().as_nanos() as u64,
-            Phase::On | Phase::Quiet => self.period_end_ns(),
+            Phase::On => (self.checked_ns + CHECK.as_nanos() as u64).min(self.period_end_ns()),
+            Phase::Quiet => self.period_end_ns(),
             Phase::Settling => {
                 let off = self
                     .period_end_ns()
@@ -190,6 +211,8 @@ impl Sampler {
         match self.phase {
             Phase::On if self.ratio < 1.0 && in_period => {
                 self.phase = Phase::Settling;
+                self.window_end_ns = Some(now_ns);
+                self.at_window_end = c;
                 return Switch::Suspend;
             }
             Phase::Settling if in_period => {
@@ -198,6 +221,11 @@ impl Sampler {
                 self.at_quiet_start = c;
                 return Switch::Settled;
             }
+            Phase::On if in_period && !self.over_budget_so_far(now_ns, c) => {
+                self.checked_ns = now_ns;
+                return Switch::Checked;
+            }
+            // Over the budget with the probes in all the time: the period ends now.
             _ => {}
         }
         self.end_period(now_ns, c);
@@ -205,8 +233,23 @@ impl Sampler {
         self.phase = Phase::On;
         self.period_start_ns = now_ns;
         self.window_start_ns = now_ns;
+        self.checked_ns = now_ns;
+        self.window_end_ns = None;
         self.at_period_start = c;
         if was_on { Switch::Stay } else { Switch::Resume }
+    }
+
+    /// With the probes in all the time: whether the period so far (half a second at least)
+    /// cost more than the budget.
+    fn over_budget_so_far(&self, now_ns: u64, c: Counters) -> bool {
+        let elapsed = now_ns.saturating_sub(self.period_start_ns) as f64 / 1e9;
+        if elapsed < 0.5 {
+            return false;
+        }
+        let start = self.at_period_start;
+        let hits = c.hits.saturating_sub(start.hits) as f64 * self.settings.trap_cost_ns as f64;
+        let agent = c.agent_cpu_ns.saturating_sub(start.agent_cpu_ns) as f64;
+        (hits + agent) / 1e9 / elapsed > self.settings.cpu_per_s()
     }
 
     /// What the period that ends at `now_ns` cost, and the plan for the next one.
@@ -216,16 +259,39 @@ impl Sampler {
         let period = secs(now_ns.saturating_sub(self.period_start_ns)).max(1e-9);
         let window = self.in_time().as_secs_f64().min(period);
         let hits = c.hits.saturating_sub(start.hits) as f64;
+        // The targets' own CPU use, per second, read while they were quiet.
+        let quiet = secs(now_ns.saturating_sub(self.quiet_start_ns));
+        let own = (self.phase == Phase::Quiet && quiet >= 0.2).then(|| {
+            secs(
+                c.target_cpu_ns
+                    .saturating_sub(self.at_quiet_start.target_cpu_ns),
+            ) / quiet
+        });
+        // A hit's cost in the targets: their CPU above their own while the probes were in,
+        // per hit then (enough hits for it to tell).
+        if let (Some(own), Some(end_ns)) = (own, self.window_end_ns) {
+            let in_window = secs(end_ns.saturating_sub(self.period_start_ns));
+            let window_hits = self.at_window_end.hits.saturating_sub(start.hits);
+            let used = secs(
+                self.at_window_end
+                    .target_cpu_ns
+                    .saturating_sub(start.target_cpu_ns),
+            );
+            if window_hits >= 1_000 && in_window > 0.0 {
+                let measured = (used - own * in_window).max(0.0) / window_hits as f64 * 1e9;
+                let was = self.settings.trap_cost_ns as f64;
+                let next = if self.periods == 0 {
+                    measured
+                } else {
+                    0.5 * (was + measured)
+                };
+                self.settings.trap_cost_ns = (next as u64).max(self.calibrated_hit_ns);
+            }
+        }
         let hit_cost = secs(self.settings.trap_cost_ns);
         let hits_full = hits / window.max(1e-9) * hit_cost;
         let agent = secs(c.agent_cpu_ns.saturating_sub(start.agent_cpu_ns)) / period;
-        // The targets' own use, read while they were quiet.
-        let quiet = secs(now_ns.saturating_sub(self.quiet_start_ns));
-        let target_extra = (self.phase == Phase::Quiet && quiet >= 0.2).then(|| {
-            let own = secs(
-                c.target_cpu_ns
-                    .saturating_sub(self.at_quiet_start.target_cpu_ns),
-            ) / quiet;
+        let target_extra = own.map(|own| {
             let used = secs(c.target_cpu_ns.saturating_sub(start.target_cpu_ns));
             (used - own * period).max(0.0) / period
         });
@@ -395,6 +461,32 @@ mod tests {
         );
     }
 
+    /// The same target, but its hits cost 20 µs each (a busy target: more than the 10 µs
+    /// calibrated): measured in the window, and the window halved for it.
+    #[test]
+    fn a_hit_dearer_than_calibrated_is_measured_in_the_window() {
+        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        assert_eq!(s.switch(S, c(40_000, 0, 900)), Switch::Suspend);
+        s.switch(S + 1_500 * MS, c(40_000, 0, 900 + 200 + 150));
+        assert_eq!(
+            s.switch(10 * S, c(40_000, 100, 1_250 + 750)),
+            Switch::Resume
+        );
+        assert_eq!(s.settings.trap_cost_ns, 20_000);
+        let cost = s.last.unwrap();
+        assert!((cost.hits_full - 0.8).abs() < 1e-9, "{cost:?}");
+        // Used 2.0 s, its own 1.0 s: 1.0 s extra, 0.8 s the hits, 0.2 s the cycle.
+        assert!((cost.cycle - 0.2).abs() < 1e-9, "{cost:?}");
+        // ratio × 0.8 + 0.2 / 10 + 0.01 <= 0.04 → 1.25 %.
+        assert!((s.ratio - 0.0125).abs() < 1e-9, "{}", s.ratio);
+        // Never below the calibration: a window that shows less keeps 10 µs at the least.
+        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        s.switch(S, c(40_000, 0, 150));
+        s.switch(S + 1_500 * MS, c(40_000, 0, 300));
+        s.switch(10 * S, c(40_000, 100, 1_050));
+        assert_eq!(s.settings.trap_cost_ns, 10_000);
+    }
+
     #[test]
     fn a_quiet_target_keeps_the_probes_in() {
         let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
@@ -402,9 +494,38 @@ mod tests {
         s.switch(s.next_due_ns(), c(100, 0, 30));
         assert_eq!(s.switch(10 * S, c(100, 10, 100)), Switch::Resume);
         assert_eq!(s.ratio, 1.0);
+        // The cost so far is checked every second.
+        for second in 11..20 {
+            assert_eq!(s.next_due_ns(), second * S);
+            let hits = 100 + (second - 10) * 10;
+            assert_eq!(s.switch(second * S, c(hits, 11, 110)), Switch::Checked);
+        }
         assert_eq!(s.next_due_ns(), 20 * S);
         assert_eq!(s.switch(20 * S, c(200, 20, 200)), Switch::Stay);
         assert_eq!(s.ratio, 1.0);
+    }
+
+    /// Load starting mid-period with the probes in all the time: the first check over the
+    /// budget ends the period, and the next has a window that fits.
+    #[test]
+    fn load_with_the_probes_in_ends_the_period_at_once() {
+        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        s.switch(S, c(100, 0, 10));
+        s.switch(s.next_due_ns(), c(100, 0, 30));
+        assert_eq!(s.switch(10 * S, c(100, 10, 100)), Switch::Resume);
+        assert_eq!(s.ratio, 1.0);
+        // 40,000 hits in the next second, 10 µs each: 0.4 CPU-s/s, over the 0.04 budget.
+        assert_eq!(s.switch(11 * S, c(40_100, 11, 600)), Switch::Stay);
+        assert_eq!(s.periods, 2);
+        // ratio × 0.4 + cycle / 10 + 0.001 (gort) <= 0.04, the cycle measured in the first
+        // period 6 ms: 9.6 %.
+        assert!((s.ratio - (0.039 - s.cycle_cost / 10.0) / 0.4).abs() < 1e-9);
+        assert!(s.ratio > 0.09 && s.ratio < 0.0975, "{}", s.ratio);
+        assert_eq!(s.next_due_ns(), 11 * S + s.window().as_nanos() as u64);
+        assert_eq!(
+            s.switch(s.next_due_ns(), c(70_100, 12, 700)),
+            Switch::Suspend
+        );
     }
 
     #[test]

@@ -403,7 +403,7 @@ pub async fn run_until(
                             handle.sampling(sampling_status(s)).await;
                         }
                         Switch::Stay => handle.sampling(sampling_status(s)).await,
-                        Switch::Settled => {}
+                        Switch::Settled | Switch::Checked => {}
                     }
                     continue;
                 }
@@ -414,7 +414,7 @@ pub async fn run_until(
                 };
                 match switch {
                     Switch::Suspend => drop(probes.suspend(a)),
-                    Switch::Settled => {}
+                    Switch::Settled | Switch::Checked => {}
                     Switch::Resume => {
                         let target = target.as_ref().expect("--pid and --exe have a target");
                         match probes.resume(target, &open_path, scope, a) {

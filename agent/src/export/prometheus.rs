@@ -546,7 +546,8 @@ impl Collector for ViewCollector {
                 ),
                 (
                     "gort_uprobe_hit_cost_seconds",
-                    "What one uprobe hit costs the probed thread on this host, measured at start.",
+                    "What one uprobe hit costs the probed thread on this host: measured at start, then in \
+                     the targets while the probes are in, when more.",
                     Some(sampling.trap_cost_seconds),
                 ),
             ] {

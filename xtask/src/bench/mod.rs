@@ -12,6 +12,7 @@
 
 mod attach_cycles;
 mod bpftrace;
+mod open_loop;
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -54,6 +55,12 @@ pub struct Options {
     /// Sampling periods of load per HTTP run under `--overhead-budget` (0: skip it).
     #[arg(long, default_value_t = 8)]
     budget_periods: u64,
+    /// Skip the HTTP server under wrk (the closed-loop load).
+    #[arg(long)]
+    no_wrk: bool,
+    /// Requests per second of the open-loop HTTP load (0: skip it).
+    #[arg(long, default_value_t = 4000)]
+    open_rate: u64,
     /// Attach/detach cycles against a busy program checking its own invariants (0: skip).
     /// `--attach-cycles 10000 --micro= --http-seconds 0` runs only that.
     #[arg(long, default_value_t = 0)]
@@ -200,7 +207,19 @@ pub fn run(o: Options) -> Result<()> {
         print_table(&results, kind, o.ops, &o.go)?;
     }
     if o.http_seconds > 0 {
-        http_bench(&o, &go)?;
+        if !o.no_wrk {
+            http_bench(&o, &go)?;
+        }
+        if o.open_rate > 0 {
+            open_loop::run(
+                &go,
+                &o.go,
+                o.open_rate,
+                o.http_seconds,
+                o.budget_periods,
+                o.reps,
+            )?;
+        }
     }
     if o.attach_cycles > 0 {
         attach_cycles::run(
