@@ -1,0 +1,3 @@
+module gort.test/loadgen
+
+go 1.21
