@@ -276,12 +276,7 @@ impl Probes {
         path: &Path,
         scope: Scope,
     ) -> Result<Attachment, ProbeError> {
-        let mut attachment = self.reserve(target)?;
-        if let Err(e) = self.attach_links(target, path, scope, &mut attachment, Which::All) {
-            self.detach(attachment);
-            return Err(e);
-        }
-        Ok(attachment)
+        self.attach_which(target, path, scope, Which::All)
     }
 
     /// An attachment as if suspended (a process found while time sampling has the probes
@@ -292,8 +287,18 @@ impl Probes {
         path: &Path,
         scope: Scope,
     ) -> Result<Attachment, ProbeError> {
+        self.attach_which(target, path, scope, Which::Kept)
+    }
+
+    fn attach_which(
+        &mut self,
+        target: &GoTarget,
+        path: &Path,
+        scope: Scope,
+        which: Which,
+    ) -> Result<Attachment, ProbeError> {
         let mut attachment = self.reserve(target)?;
-        if let Err(e) = self.attach_links(target, path, scope, &mut attachment, Which::Kept) {
+        if let Err(e) = self.attach_links(target, path, scope, &mut attachment, which) {
             self.detach(attachment);
             return Err(e);
         }

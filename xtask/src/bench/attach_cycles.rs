@@ -7,9 +7,9 @@
 //! uprobe), so it is a bench job.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, Write},
     path::Path,
-    process::{Command, Stdio},
+    process::Command,
     time::Instant,
 };
 
@@ -26,18 +26,10 @@ pub fn run(go: &Path, go_version: &str, cycles: u64, probes: &str, hold_ms: u64)
         &root.join("tests/go/invariants"),
         &exe,
     ))?;
-    let mut program = super::Guard(
-        Command::new(&exe)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("start tests/go/invariants")?,
-    );
-    let mut stdout = BufReader::new(program.0.stdout.take().expect("piped"));
-    let mut line = String::new();
-    stdout.read_line(&mut line)?;
-    ensure!(line.contains("\"ready\":true"), "invariants said {line:?}");
+    let (mut program, mut stdout, _) =
+        super::start_ready(&mut Command::new(&exe), "tests/go/invariants")?;
     let pid = program.0.id();
+    let mut line = String::new();
 
     let t0 = Instant::now();
     let out = Command::new(root.join("target/release/gort"))

@@ -358,17 +358,7 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
     if config == Config::RuntimeTrace {
         server.arg("-trace").arg(&trace.0);
     }
-    let mut child = Guard(
-        server
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("start the HTTP workload")?,
-    );
-    let mut stdout = BufReader::new(child.0.stdout.take().expect("piped"));
-    let mut line = String::new();
-    stdout.read_line(&mut line)?;
-    let ready: Value = serde_json::from_str(&line).with_context(|| format!("said {line:?}"))?;
+    let (child, _stdout, ready) = start_ready(&mut server, "the HTTP workload")?;
     let port = ready["port"].as_u64().context("no port")?;
     let pid = child.0.id();
     let mut sample = HttpSample::default();
@@ -619,6 +609,24 @@ fn attach_floor(exe: &Path, pid: u32, all: bool) -> Result<aya::Ebpf> {
 
 struct Guard(Child);
 
+/// Starts a workload that says `{"ready":true,...}` on its first line: returns it (killed
+/// when dropped), the rest of its output, and that line.
+fn start_ready(cmd: &mut Command, what: &str) -> Result<(Guard, BufReader<ChildStdout>, Value)> {
+    let mut child = Guard(
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start {what}"))?,
+    );
+    let mut stdout = BufReader::new(child.0.stdout.take().expect("piped"));
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    let ready: Value =
+        serde_json::from_str(&line).with_context(|| format!("{what} said {line:?}"))?;
+    ensure!(ready["ready"] == true, "{what} said {line:?}");
+    Ok((child, stdout, ready))
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -628,7 +636,7 @@ impl Drop for Guard {
 
 /// A `tests/go/micro` run, held at its start until [`Workload::proceed`].
 struct Workload {
-    child: Child,
+    child: Guard,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     pid: u32,
@@ -641,18 +649,10 @@ impl Workload {
         if let Some(trace) = trace {
             cmd.arg("-trace").arg(trace);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("start the workload")?;
-        let stdin = child.stdin.take().expect("piped");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        ensure!(line.contains("\"ready\":true"), "workload said {line:?}");
+        let (mut child, stdout, _) = start_ready(&mut cmd, "the workload")?;
+        let stdin = child.0.stdin.take().expect("piped");
         Ok(Workload {
-            pid: child.id(),
+            pid: child.0.id(),
             child,
             stdin,
             stdout,
@@ -678,7 +678,7 @@ impl Workload {
     }
 
     fn finish(mut self) {
-        let _ = self.child.wait();
+        let _ = self.child.0.wait();
     }
 }
 

@@ -6,7 +6,7 @@
 //! under the budget can be set against a full measurement.
 
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::Read,
     path::Path,
     process::{Command, Stdio},
     time::Instant,
@@ -16,8 +16,8 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 
 use super::{
-    BUDGET_PERIOD_S, Config, Guard, Scratch, cpu_ticks, get, median, start_gort, sum_of,
-    ticks_per_second, wait_for_period,
+    BUDGET_PERIOD_S, Config, Guard, Scratch, cpu_ticks, get, median, start_gort, start_ready,
+    sum_of, ticks_per_second, wait_for_period,
 };
 use crate::setup::{self, run_cmd, workspace_root};
 
@@ -128,17 +128,7 @@ fn once(
     seconds: u64,
     budget_periods: u64,
 ) -> Result<Sample> {
-    let mut child = Guard(
-        Command::new(server)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("start the HTTP workload")?,
-    );
-    let mut stdout = BufReader::new(child.0.stdout.take().expect("piped"));
-    let mut line = String::new();
-    stdout.read_line(&mut line)?;
-    let ready: Value = serde_json::from_str(&line).with_context(|| format!("said {line:?}"))?;
+    let (child, _stdout, ready) = start_ready(&mut Command::new(server), "the HTTP workload")?;
     let port = ready["port"].as_u64().context("no port")?;
     let pid = child.0.id();
     let mut sample = Sample::default();
