@@ -108,9 +108,11 @@ fn run(go_version: &str, variant: Variant, sampled: bool) -> Result<()> {
     let runtime_pause_s = delta("pause_total_ns")? as f64 / 1e9;
     // Go 1.22+ hands startTheWorldWithSema the pause's start, and it returns the end: gort
     // reads the runtime's own timestamps, so the sums agree to the nanosecond (up to float
-    // rounding). Go 1.21 does not: gort times the start itself.
+    // rounding). Go 1.21 does not: gort times the start itself, at stopTheWorldWithSema's
+    // entry probe, before the runtime reads its clock: each pause reads longer by what is
+    // left of the trap then, up to 50 µs on this VM under load.
     let tolerance = if go_version.starts_with("1.21.") {
-        0.10 * runtime_pause_s
+        0.10 * runtime_pause_s + (sweep + mark) as f64 * 50e-6
     } else {
         1e-6
     };
