@@ -785,15 +785,35 @@ impl State {
         self.apply_process_changes(changes);
     }
 
-    /// A new sampling period: the last window's parks are weighed now that its end is known.
+    /// A new sampling period: what the last window saw is weighed now that its end is known.
     fn set_sampling(&mut self, status: SamplingStatus) {
         let next = (status.window.window_ns < status.window.period_ns).then_some(status.window);
-        for (pid, reason, length, weight) in self.window.close(next, status.window_start_ns) {
-            if let Some(p) = self.processes.get_mut(&pid) {
-                p.estimates.add(reason, length, weight);
+        for (o, weight) in self.window.close(next, status.window_start_ns) {
+            if let Some(p) = self.processes.get_mut(&o.pid) {
+                p.estimates.add(&o, weight);
             }
         }
         self.sampling = Some(status);
+    }
+
+    /// Under `--overhead-budget`: what the sampled probes saw, for the estimates (held until
+    /// its window ends; counted once while everything is measured).
+    fn observe(&mut self, o: sampling::Observation) {
+        let Some(planned) = self.sampling.map(|s| s.window) else {
+            return;
+        };
+        let weight = if planned.window_ns < planned.period_ns {
+            match self.window.record(o) {
+                Ok(()) => return,
+                // Too many to hold: weighed at once, with the planned window.
+                Err(o) => (planned.weight(o.length_ns), o),
+            }
+        } else {
+            (1.0, o)
+        };
+        if let Some(p) = self.processes.get_mut(&weight.1.pid) {
+            p.estimates.add(&weight.1, weight.0);
+        }
     }
 
     /// Ends programs that exited or were replaced, after the events of their batch (which
@@ -862,6 +882,18 @@ impl State {
         let Some(active) = p.requests.on_end(e.goid) else {
             return;
         };
+        let seen = sampling::Observation {
+            pid: e.pid,
+            length_ns: e.ns.saturating_sub(active.start_ns),
+            end_ns: e.ns,
+            seen: sampling::Seen::Request {
+                blocked: active
+                    .blocking
+                    .iter()
+                    .map(|(&reason, &(parks, ns))| (reason, parks, ns))
+                    .collect(),
+            },
+        };
         let route = e
             .pattern
             .as_deref()
@@ -881,6 +913,7 @@ impl State {
             otlp.send_request(process, record.clone());
         }
         p.requests.record(record);
+        self.observe(seen);
     }
 
     fn apply_panic(&mut self, e: PanicProbeEvent) {
@@ -926,6 +959,16 @@ impl State {
             p.blocking.on_exited(e.goid, e.ns, &limits);
             p.requests.abandon(e.goid);
         }
+        self.observe(sampling::Observation {
+            pid: e.pid,
+            length_ns: 0,
+            end_ns: e.ns,
+            seen: if e.created {
+                sampling::Seen::Created
+            } else {
+                sampling::Seen::Exited
+            },
+        });
     }
 
     fn apply_gc(&mut self, e: GcProbeEvent) {
@@ -1024,28 +1067,6 @@ impl State {
         };
         let limits = self.settings.retention;
         let span_min_ns = self.settings.span_min_block_ns;
-        // Under time sampling, the window's parks are held until it ends (`set_sampling`).
-        let planned = self.sampling.map(|s| s.window);
-        let sampled = planned.filter(|w| w.window_ns < w.period_ns);
-        let window = &mut self.window;
-        if let (
-            Some(planned),
-            SchedEvent::Block {
-                reason,
-                park_ns,
-                resume_ns,
-                ..
-            },
-        ) = (sampled, &e)
-        {
-            let length = resume_ns.saturating_sub(*park_ns);
-            if !window.record(pid, *reason, length, *resume_ns) {
-                // Too many to hold: weighed at once, with the planned window.
-                if let Some(p) = self.processes.get_mut(&pid) {
-                    p.estimates.add(*reason, length, planned.weight(length));
-                }
-            }
-        }
         let Some(p) = self.process_for(binary, pid, at_ns) else {
             return;
         };
@@ -1060,17 +1081,14 @@ impl State {
                 frames,
                 ..
             } => {
+                let length = resume_ns.saturating_sub(park_ns);
                 let span =
                     p.requests
                         .on_block(goid, reason, park_ns, resume_ns, &frames, span_min_ns);
-                if planned.is_some() && sampled.is_none() {
-                    // All in: every park counts once.
-                    p.estimates
-                        .add(reason, resume_ns.saturating_sub(park_ns), 1.0);
-                }
-                p.profile
-                    .record(reason, &frames, resume_ns.saturating_sub(park_ns));
-                if !frames.is_empty() {
+                p.profile.record(reason, &frames, length);
+                let site = if frames.is_empty() {
+                    None
+                } else {
                     let site = match p.sites.cached(&frames) {
                         Some(site) => site,
                         None => {
@@ -1078,14 +1096,21 @@ impl State {
                             p.sites.intern(&frames, name)
                         }
                     };
-                    p.sites.add(reason, site, resume_ns.saturating_sub(park_ns));
-                }
+                    p.sites.add(reason, site, length);
+                    Some(site)
+                };
                 p.blocking.on_block(
                     goid, g, reason, park_ns, resume_ns, &frames, &limits, &reader,
                 );
                 if let Some(span) = span {
                     p.blocking.on_traced_block(reason, park_ns, resume_ns, span);
                 }
+                self.observe(sampling::Observation {
+                    pid,
+                    length_ns: length,
+                    end_ns: resume_ns,
+                    seen: sampling::Seen::Park { reason, site },
+                });
             }
             SchedEvent::ResumeUnmatched {
                 goid, g, resume_ns, ..

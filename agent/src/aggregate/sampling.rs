@@ -1,7 +1,9 @@
 //! Estimates under time sampling (`--overhead-budget`, `budget.rs`): a park of length `d`
 //! is seen whole only when it starts in the first `window - d` of a `period`; weighting each
 //! seen park by `period / (window - d)` (the inverse of that chance, for parks spread evenly
-//! in time) makes the sums unbiased estimates of what happened in full.
+//! in time) makes the sums unbiased estimates of what happened in full. The same holds for
+//! an HTTP request (seen when its start and end both fall in the window) and, with `d = 0`,
+//! for instants such as a goroutine's creation or exit.
 
 use std::collections::BTreeMap;
 
@@ -39,48 +41,67 @@ impl SamplingWindow {
     }
 }
 
-/// The parks seen in the current window, weighed once it is over: the probes are in from
+/// Something the sampled probes saw, to be weighed once its window is over.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    /// A park, with its call site when its stack was captured.
+    Park { reason: u8, site: Option<u32> },
+    /// A goroutine created (an instant: seen when it falls in the window).
+    Created,
+    /// A goroutine exited.
+    Exited,
+    /// An HTTP request served whole in the window, with its parks: (reason, parks, ns).
+    Request { blocked: Box<[(u8, u64, u64)]> },
+}
+
+/// One observation: the process, how long it lasted (0 for instants), when it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub pid: u32,
+    pub length_ns: u64,
+    pub end_ns: u64,
+    pub seen: Seen,
+}
+
+/// What was seen in the current window, weighed once it is over: the probes are in from
 /// the window's start until the kernel has removed them, a little after the suspension, and
-/// that end is read from the parks themselves (the last one seen).
+/// that end is read from what was seen (the last event).
 #[derive(Debug, Default)]
 pub struct OpenWindow {
     pub window: Option<SamplingWindow>,
-    /// When the park probes were in (CLOCK_MONOTONIC ns).
+    /// When the probes were in (CLOCK_MONOTONIC ns).
     pub start_ns: u64,
-    last_ns: u64,
-    /// (pid, reason, length ns, resume ns).
-    parks: Vec<(u32, u8, u64, u64)>,
+    seen: Vec<Observation>,
 }
 
-/// Parks held per window at most; beyond it a park is weighed at once, with the planned
+/// Observations held per window at most; beyond it one is weighed at once, with the planned
 /// window's length.
-pub const MAX_WINDOW_PARKS: usize = 1 << 20;
+pub const MAX_WINDOW_OBSERVATIONS: usize = 1 << 20;
 
 impl OpenWindow {
-    /// Holds a park seen; false when full (weigh it now).
-    pub fn record(&mut self, pid: u32, reason: u8, length_ns: u64, resume_ns: u64) -> bool {
-        if self.parks.len() >= MAX_WINDOW_PARKS {
-            return false;
+    /// Holds an observation; gives it back when full (weigh it now).
+    pub fn record(&mut self, o: Observation) -> Result<(), Observation> {
+        if self.seen.len() >= MAX_WINDOW_OBSERVATIONS {
+            return Err(o);
         }
-        self.last_ns = self.last_ns.max(resume_ns);
-        self.parks.push((pid, reason, length_ns, resume_ns));
-        true
+        self.seen.push(o);
+        Ok(())
     }
 
-    /// Ends this window at the start of the next (`next_start_ns`): parks that ended after
-    /// it belong to the next. Returns the parks weighed: (pid, reason, length ns, weight).
+    /// Ends this window at the start of the next (`next_start_ns`): what ended after it
+    /// belongs to the next. Returns the observations weighed.
     pub fn close(
         &mut self,
         next: Option<SamplingWindow>,
         next_start_ns: u64,
-    ) -> Vec<(u32, u8, u64, f64)> {
-        let (mine, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parks)
+    ) -> Vec<(Observation, f64)> {
+        let (mine, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.seen)
             .into_iter()
-            .partition(|&(_, _, _, resume_ns)| resume_ns < next_start_ns);
+            .partition(|o| o.end_ns < next_start_ns);
         let weighed = match self.window {
             Some(planned) => {
-                let last = mine.iter().map(|p| p.3).max().unwrap_or(self.start_ns);
-                // As long as the parks say the probes were in; no longer than planned with
+                let last = mine.iter().map(|o| o.end_ns).max().unwrap_or(self.start_ns);
+                // As long as the events say the probes were in; no longer than planned with
                 // some slack (a stray late event must not stretch it).
                 let seen = last.saturating_sub(self.start_ns);
                 let w = SamplingWindow {
@@ -92,30 +113,65 @@ impl OpenWindow {
                     },
                 };
                 mine.into_iter()
-                    .map(|(pid, reason, d, _)| (pid, reason, d, w.weight(d)))
+                    .map(|o| {
+                        let weight = w.weight(o.length_ns);
+                        (o, weight)
+                    })
                     .collect()
             }
             None => Vec::new(),
         };
         self.window = next;
         self.start_ns = next_start_ns;
-        self.last_ns = later.iter().map(|p| p.3).max().unwrap_or(0);
-        self.parks = later;
+        self.seen = later;
         weighed
     }
 }
 
-/// Estimated parks and blocked seconds by wait reason.
+/// What happened in full, estimated from what was seen: each observation counts `weight`
+/// times (1 while everything is measured).
 #[derive(Debug, Clone, Default)]
 pub struct Estimates {
+    /// Parks and blocked seconds by wait reason.
     pub by_reason: BTreeMap<u8, (f64, f64)>,
+    /// Parks and blocked seconds by (wait reason, call site).
+    pub by_site: BTreeMap<(u8, u32), (f64, f64)>,
+    pub created: f64,
+    pub exited: f64,
+    pub requests: f64,
+    /// Parks and blocked seconds inside HTTP requests, by wait reason.
+    pub request_blocked: BTreeMap<u8, (f64, f64)>,
 }
 
 impl Estimates {
-    pub fn add(&mut self, reason: u8, duration_ns: u64, w: f64) {
-        let e = self.by_reason.entry(reason).or_default();
-        e.0 += w;
-        e.1 += w * duration_ns as f64 / 1e9;
+    pub fn add(&mut self, o: &Observation, w: f64) {
+        fn add_to<K: Ord>(map: &mut BTreeMap<K, (f64, f64)>, key: K, parks: f64, secs: f64) {
+            let e = map.entry(key).or_default();
+            e.0 += parks;
+            e.1 += secs;
+        }
+        match &o.seen {
+            Seen::Park { reason, site } => {
+                let secs = w * o.length_ns as f64 / 1e9;
+                add_to(&mut self.by_reason, *reason, w, secs);
+                if let Some(site) = site {
+                    add_to(&mut self.by_site, (*reason, *site), w, secs);
+                }
+            }
+            Seen::Created => self.created += w,
+            Seen::Exited => self.exited += w,
+            Seen::Request { blocked } => {
+                self.requests += w;
+                for &(reason, parks, ns) in blocked.iter() {
+                    add_to(
+                        &mut self.request_blocked,
+                        reason,
+                        w * parks as f64,
+                        w * ns as f64 / 1e9,
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -129,17 +185,39 @@ mod tests {
             period_ns: 1_000,
             window_ns: 100,
         };
+        let park = |end_ns| Observation {
+            pid: 1,
+            length_ns: 10,
+            end_ns,
+            seen: Seen::Park {
+                reason: 7,
+                site: None,
+            },
+        };
         let mut open = OpenWindow::default();
         open.close(Some(planned), 5_000);
-        // The parks say the probes were in for 80 ns of the 100 planned.
-        assert!(open.record(1, 7, 10, 5_050));
-        assert!(open.record(1, 7, 10, 5_080));
+        // The events say the probes were in for 80 ns of the 100 planned.
+        open.record(park(5_050)).unwrap();
+        open.record(park(5_080)).unwrap();
+        // An instant weighs period / window.
+        open.record(Observation {
+            pid: 1,
+            length_ns: 0,
+            end_ns: 5_060,
+            seen: Seen::Created,
+        })
+        .unwrap();
         // A park of the next window, drained before it was closed.
-        assert!(open.record(1, 7, 10, 6_010));
+        open.record(park(6_010)).unwrap();
         let weighed = open.close(Some(planned), 6_000);
-        assert_eq!(weighed.len(), 2);
-        for (_, _, _, w) in weighed {
-            assert!((w - 1_000.0 / 70.0).abs() < 1e-9, "{w}");
+        assert_eq!(weighed.len(), 3);
+        for (o, w) in weighed {
+            let want = if o.seen == Seen::Created {
+                1_000.0 / 80.0
+            } else {
+                1_000.0 / 70.0
+            };
+            assert!((w - want).abs() < 1e-9, "{w}");
         }
         assert_eq!(open.close(None, 7_000).len(), 1);
     }
@@ -181,7 +259,16 @@ mod tests {
             truth += 1;
             let start_in = t % period;
             if start_in + d <= window.window_ns {
-                est.add(7, d, window.weight(d));
+                let park = Observation {
+                    pid: 1,
+                    length_ns: d,
+                    end_ns: t + d,
+                    seen: Seen::Park {
+                        reason: 7,
+                        site: Some(3),
+                    },
+                };
+                est.add(&park, window.weight(d));
             }
             t += 997;
         }
@@ -189,5 +276,71 @@ mod tests {
         assert!((n / truth as f64 - 1.0).abs() < 0.01, "{n} vs {truth}");
         let true_secs = truth as f64 * d as f64 / 1e9;
         assert!((secs / true_secs - 1.0).abs() < 0.01);
+        assert_eq!(est.by_site[&(7, 3)], (n, secs));
+    }
+
+    /// Requests of one length and creations spread evenly over many periods, weighed by
+    /// `close` with the window their events show: the estimates equal the truth.
+    #[test]
+    fn requests_and_instants_are_estimated_through_windows() {
+        let (period, window_ns, d) = (1_000_000u64, 250_000u64, 40_000u64);
+        let planned = SamplingWindow {
+            period_ns: period,
+            window_ns,
+        };
+        let mut open = OpenWindow::default();
+        let mut est = Estimates::default();
+        let (mut requests, mut created) = (0u64, 0u64);
+        for k in 0..500u64 {
+            let start = k * period;
+            for (o, w) in open.close(Some(planned), start) {
+                est.add(&o, w);
+            }
+            // A request starting every 1,009 ns and a creation every 503 ns over the period;
+            // what falls whole in the window is seen.
+            let mut t = (k * 7) % 1_009;
+            while t < period {
+                requests += 1;
+                if t + d <= window_ns {
+                    let o = Observation {
+                        pid: 1,
+                        length_ns: d,
+                        end_ns: start + t + d,
+                        seen: Seen::Request {
+                            blocked: Box::new([(9, 2, 30_000)]),
+                        },
+                    };
+                    open.record(o).unwrap();
+                }
+                t += 1_009;
+            }
+            let mut t = (k * 3) % 503;
+            while t < period {
+                created += 1;
+                if t < window_ns {
+                    let o = Observation {
+                        pid: 1,
+                        length_ns: 0,
+                        end_ns: start + t,
+                        seen: Seen::Created,
+                    };
+                    open.record(o).unwrap();
+                }
+                t += 503;
+            }
+        }
+        for (o, w) in open.close(None, 500 * period) {
+            est.add(&o, w);
+        }
+        // The window is read from the last event in it, a little short of the planned one:
+        // within 1 %.
+        assert!(
+            (est.requests / requests as f64 - 1.0).abs() < 0.01,
+            "{est:?}"
+        );
+        assert!((est.created / created as f64 - 1.0).abs() < 0.01, "{est:?}");
+        let (parks, secs) = est.request_blocked[&9];
+        assert!((parks / (2.0 * requests as f64) - 1.0).abs() < 0.01);
+        assert!((secs / (requests as f64 * 30e-6) - 1.0).abs() < 0.01);
     }
 }

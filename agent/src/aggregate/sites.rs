@@ -68,6 +68,11 @@ impl BlockSites {
         c.delay_ns += ns;
     }
 
+    /// The name of site `site` (from [`BlockSites::intern`]).
+    pub fn name(&self, site: u32) -> &str {
+        &self.names[site as usize]
+    }
+
     /// (reason, site, totals), in no particular order.
     pub fn totals(&self) -> impl Iterator<Item = (u8, &str, Contention)> + '_ {
         self.totals

@@ -43,6 +43,21 @@ pub struct SamplingMetrics {
     pub periods: u64,
 }
 
+/// Under time sampling (`--overhead-budget`): totals estimated from what was seen
+/// (`sampling.rs`); while everything is measured, they equal the counts.
+#[derive(Debug, Clone, Default)]
+pub struct EstimateMetrics {
+    /// (reason, parks, blocked seconds).
+    pub by_reason: Vec<(String, f64, f64)>,
+    /// (reason, call site, parks, blocked seconds).
+    pub by_site: Vec<(String, String, f64, f64)>,
+    /// Goroutines created and exited, when the lifecycle probes are attached.
+    pub lifecycle: Option<(f64, f64)>,
+    /// HTTP requests, and (reason, parks, blocked seconds) inside them, when the request
+    /// probes are attached.
+    pub requests: Option<(f64, Vec<(String, f64, f64)>)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ProcessMetrics {
     pub pid: u32,
@@ -54,8 +69,8 @@ pub struct ProcessMetrics {
     pub first_seen_unix_ns: u64,
     pub exited: bool,
     pub reasons: Vec<ReasonMetrics>,
-    /// Under time sampling: (reason, estimated parks, estimated blocked seconds).
-    pub estimates: Vec<(String, f64, f64)>,
+    /// Under time sampling: totals estimated from what the sampled probes saw.
+    pub estimates: EstimateMetrics,
     /// The runtime's scheduling-latency histogram, when readable.
     pub sched_latency: Option<super::sched_latency::RuntimeHistogram>,
     /// Stop-the-world pauses by the runtime's reason name.
@@ -169,12 +184,35 @@ pub fn metrics(state: &State) -> MetricsView {
                 first_seen_unix_ns: clock.unix_ns(p.first_seen_ns),
                 exited: p.exited_ns.is_some(),
                 reasons: reasons.into_values().collect(),
-                estimates: p
-                    .estimates
-                    .by_reason
-                    .iter()
-                    .map(|(&raw, &(n, secs))| (name(raw), n, secs))
-                    .collect(),
+                estimates: EstimateMetrics {
+                    by_reason: p
+                        .estimates
+                        .by_reason
+                        .iter()
+                        .map(|(&raw, &(n, secs))| (name(raw), n, secs))
+                        .collect(),
+                    by_site: p
+                        .estimates
+                        .by_site
+                        .iter()
+                        .map(|(&(raw, site), &(n, secs))| {
+                            (name(raw), p.sites.name(site).to_string(), n, secs)
+                        })
+                        .collect(),
+                    lifecycle: p
+                        .binary
+                        .probes_lifecycle()
+                        .then_some((p.estimates.created, p.estimates.exited)),
+                    requests: p.binary.probes("http").then(|| {
+                        let blocked = p
+                            .estimates
+                            .request_blocked
+                            .iter()
+                            .map(|(&raw, &(n, secs))| (name(raw), n, secs))
+                            .collect();
+                        (p.estimates.requests, blocked)
+                    }),
+                },
                 sched_latency: p.sched_latency.clone(),
                 pauses: gc_pauses(p),
                 gc_cycles: p.gc.cycles,

@@ -497,34 +497,134 @@ impl Collector for ViewCollector {
         ConstCounter::new(view.unattributed).encode(family)?;
 
         if let Some(sampling) = &view.sampling {
-            let estimates = || {
-                view.processes.iter().flat_map(|p| {
-                    p.estimates.iter().map(move |(reason, n, secs)| {
-                        (process_labels(p, [("reason", reason.clone())]), *n, *secs)
-                    })
-                })
+            // Each estimate as a counter of its own, with the labels of the count it
+            // estimates: `rate(x_estimated_total) or rate(x_total)` takes it where it exists.
+            let mut estimated = |name: &str,
+                                 help: &str,
+                                 unit: Option<&Unit>,
+                                 series: Vec<(Labels, f64)>|
+             -> Result<(), std::fmt::Error> {
+                let mut family =
+                    encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
+                for (labels, value) in series {
+                    ConstCounter::new(value).encode(family.encode_family(&Escaped(&labels))?)?;
+                }
+                Ok(())
             };
-            let mut family = encoder.encode_descriptor(
+            let by_reason = |secs: bool| {
+                view.processes
+                    .iter()
+                    .flat_map(|p| {
+                        p.estimates.by_reason.iter().map(move |(reason, n, s)| {
+                            let labels = process_labels(p, [("reason", reason.clone())]);
+                            (labels, if secs { *s } else { *n })
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            estimated(
                 "gort_goroutine_blocks_estimated",
                 "Under --overhead-budget: parks estimated from the sampled ones (each weighted \
                  by the inverse of its chance to be seen whole), by wait reason. An estimate; \
                  gort_goroutine_blocks_total counts the parks seen.",
                 None,
-                MetricType::Counter,
+                by_reason(false),
             )?;
-            for (labels, n, _) in estimates() {
-                ConstCounter::new(n).encode(family.encode_family(&Escaped(&labels))?)?;
-            }
-            let mut family = encoder.encode_descriptor(
+            estimated(
                 "gort_goroutine_blocked_estimated",
                 "Under --overhead-budget: blocked time estimated from the sampled parks, by wait \
                  reason. An estimate.",
                 Some(&Unit::Seconds),
-                MetricType::Counter,
+                by_reason(true),
             )?;
-            for (labels, _, secs) in estimates() {
-                ConstCounter::new(secs).encode(family.encode_family(&Escaped(&labels))?)?;
+            let by_site = |secs: bool| {
+                view.processes
+                    .iter()
+                    .flat_map(|p| {
+                        p.estimates.by_site.iter().map(move |(reason, site, n, s)| {
+                            let labels = process_labels(
+                                p,
+                                [("reason", reason.clone()), ("site", site.clone())],
+                            );
+                            (labels, if secs { *s } else { *n })
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            estimated(
+                "gort_goroutine_site_blocks_estimated",
+                "Under --overhead-budget: gort_goroutine_site_blocks_total estimated from the \
+                 sampled parks.",
+                None,
+                by_site(false),
+            )?;
+            estimated(
+                "gort_goroutine_site_blocked_estimated",
+                "Under --overhead-budget: gort_goroutine_site_blocked_seconds_total estimated \
+                 from the sampled parks.",
+                Some(&Unit::Seconds),
+                by_site(true),
+            )?;
+            for (name, help, exited) in [
+                (
+                    "gort_goroutines_created_estimated",
+                    "Under --overhead-budget: goroutines created, estimated from the creations \
+                     seen while the probes were in.",
+                    false,
+                ),
+                (
+                    "gort_goroutines_exited_estimated",
+                    "Under --overhead-budget: goroutines exited, estimated from the exits seen \
+                     while the probes were in.",
+                    true,
+                ),
+            ] {
+                let series = view
+                    .processes
+                    .iter()
+                    .filter_map(|p| {
+                        let (created, gone) = p.estimates.lifecycle?;
+                        Some((process_labels(p, []), if exited { gone } else { created }))
+                    })
+                    .collect();
+                estimated(name, help, None, series)?;
             }
+            estimated(
+                "gort_http_requests_estimated",
+                "Under --overhead-budget: HTTP requests served, estimated from the requests seen \
+                 whole while the probes were in.",
+                None,
+                view.processes
+                    .iter()
+                    .filter_map(|p| Some((process_labels(p, []), p.estimates.requests.as_ref()?.0)))
+                    .collect(),
+            )?;
+            let in_requests = |secs: bool| {
+                view.processes
+                    .iter()
+                    .flat_map(|p| {
+                        let blocked = p.estimates.requests.iter().flat_map(|r| &r.1);
+                        blocked.map(move |(reason, n, s)| {
+                            let labels = process_labels(p, [("reason", reason.clone())]);
+                            (labels, if secs { *s } else { *n })
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+            estimated(
+                "gort_http_request_blocks_estimated",
+                "Under --overhead-budget: gort_http_request_blocks_total estimated from the \
+                 requests seen whole.",
+                None,
+                in_requests(false),
+            )?;
+            estimated(
+                "gort_http_request_blocked_estimated",
+                "Under --overhead-budget: gort_http_request_blocked_seconds_total estimated \
+                 from the requests seen whole.",
+                Some(&Unit::Seconds),
+                in_requests(true),
+            )?;
             for (name, help, value) in [
                 (
                     "gort_sampling_ratio",
@@ -575,12 +675,12 @@ mod tests {
         view::{Exemplar, ProcessMetrics, ReasonMetrics},
     };
 
-    #[test]
-    fn encodes_the_contract() {
+    /// One process with one reason, every family attached.
+    fn contract_view() -> MetricsView {
         let mut h = DurationHistogram::default();
         h.record(20_000_000);
         h.record(30_000_000);
-        let view = MetricsView {
+        MetricsView {
             processes: vec![ProcessMetrics {
                 pid: 42,
                 service: "checkout".into(),
@@ -588,7 +688,7 @@ mod tests {
                 container: Default::default(),
                 first_seen_unix_ns: 0,
                 exited: false,
-                estimates: vec![],
+                estimates: Default::default(),
                 reasons: vec![ReasonMetrics {
                     reason: "chan \"receive\"".into(),
                     histogram: h,
@@ -623,7 +723,12 @@ mod tests {
             unattributed: 0,
             sampling: None,
             export: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn encodes_the_contract() {
+        let view = contract_view();
         let text = encode(view);
         let l = r#"pid="42",service="checkout",reason="chan \"receive\"""#;
         for line in [
@@ -654,5 +759,59 @@ mod tests {
         }
         assert!(text.ends_with("\n# EOF\n"), "{text}");
         assert_eq!(text.matches("# EOF").count(), 1);
+    }
+
+    /// Under a budget, each estimate is a counter with the labels of the count it estimates.
+    #[test]
+    fn encodes_estimates_under_sampling() {
+        let mut view = contract_view();
+        view.sampling = Some(crate::aggregate::view::SamplingMetrics {
+            ratio: 0.25,
+            budget_share: 0.02,
+            estimated_share: Some(0.019),
+            trap_cost_seconds: 3e-6,
+            periods: 7,
+        });
+        view.processes[0].estimates = crate::aggregate::view::EstimateMetrics {
+            by_reason: vec![("chan receive".into(), 8.5, 0.25)],
+            by_site: vec![(
+                "chan receive".into(),
+                "main.wait main.go:9".into(),
+                4.0,
+                0.5,
+            )],
+            lifecycle: Some((48.0, 40.5)),
+            requests: Some((20.0, vec![("IO wait".into(), 60.0, 1.5)])),
+        };
+        let text = encode(view);
+        let p = r#"pid="42",service="checkout""#;
+        for line in [
+            format!("gort_goroutine_blocks_estimated_total{{{p},reason=\"chan receive\"}} 8.5"),
+            format!(
+                "gort_goroutine_blocked_estimated_seconds_total{{{p},reason=\"chan receive\"}} 0.25"
+            ),
+            format!(
+                "gort_goroutine_site_blocks_estimated_total{{{p},reason=\"chan receive\",site=\"main.wait main.go:9\"}} 4.0"
+            ),
+            format!(
+                "gort_goroutine_site_blocked_estimated_seconds_total{{{p},reason=\"chan receive\",site=\"main.wait main.go:9\"}} 0.5"
+            ),
+            format!("gort_goroutines_created_estimated_total{{{p}}} 48.0"),
+            format!("gort_goroutines_exited_estimated_total{{{p}}} 40.5"),
+            format!("gort_http_requests_estimated_total{{{p}}} 20.0"),
+            format!("gort_http_request_blocks_estimated_total{{{p},reason=\"IO wait\"}} 60.0"),
+            format!(
+                "gort_http_request_blocked_estimated_seconds_total{{{p},reason=\"IO wait\"}} 1.5"
+            ),
+            "gort_sampling_ratio 0.25".to_string(),
+            "gort_sampling_periods_total 7".to_string(),
+        ] {
+            assert!(
+                text.lines().any(|x| x == line),
+                "missing `{line}` in:\n{text}"
+            );
+        }
+        // Only under a budget.
+        assert!(!encode(contract_view()).contains("_estimated_"));
     }
 }

@@ -731,7 +731,7 @@ mod tests {
             container: ContainerIdentity::default(),
             first_seen_unix_ns: 5,
             exited: false,
-            estimates: vec![],
+            estimates: Default::default(),
             reasons: vec![ReasonMetrics {
                 reason: "chan receive".into(),
                 histogram: h,
