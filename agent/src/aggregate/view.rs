@@ -43,19 +43,22 @@ pub struct SamplingMetrics {
     pub periods: u64,
 }
 
+/// (wait reason, parks, blocked seconds), estimated.
+pub type ReasonEstimate = (String, f64, f64);
+
 /// Under time sampling (`--overhead-budget`): totals estimated from what was seen
 /// (`sampling.rs`); while everything is measured, they equal the counts.
 #[derive(Debug, Clone, Default)]
 pub struct EstimateMetrics {
     /// (reason, parks, blocked seconds).
-    pub by_reason: Vec<(String, f64, f64)>,
+    pub by_reason: Vec<ReasonEstimate>,
     /// (reason, call site, parks, blocked seconds).
     pub by_site: Vec<(String, String, f64, f64)>,
     /// Goroutines created and exited, when the lifecycle probes are attached.
     pub lifecycle: Option<(f64, f64)>,
     /// HTTP requests, and (reason, parks, blocked seconds) inside them, when the request
     /// probes are attached.
-    pub requests: Option<(f64, Vec<(String, f64, f64)>)>,
+    pub requests: Option<(f64, Vec<ReasonEstimate>)>,
 }
 
 #[derive(Debug, Clone)]
