@@ -621,6 +621,60 @@ impl Prometheus {
         ensure!(v["status"] == "success", "{path}: {v}");
         Ok(v["data"].clone())
     }
+
+    /// An instant query at `at` (Unix seconds): each series' labels and value.
+    pub fn query_at(&self, query: &str, at: f64) -> Result<Vec<(Value, f64)>> {
+        let data = self.api(
+            "/api/v1/query",
+            &[("query", query), ("time", &format!("{at:.3}"))],
+        )?;
+        Ok(data["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                let v = s["value"][1].as_str()?.parse().ok()?;
+                Some((s["metric"].clone(), v))
+            })
+            .collect())
+    }
+}
+
+/// Every `expr` of every panel (rows included) of a Grafana dashboard of
+/// `deploy/grafana/dashboards/`: (panel title, expr, whether it asks for exemplars).
+pub fn dashboard_queries(dashboard: &Value) -> Vec<(String, String, bool)> {
+    fn walk(panels: &Value, out: &mut Vec<(String, String, bool)>) {
+        for p in panels.as_array().into_iter().flatten() {
+            let title = p["title"].as_str().unwrap_or("").to_string();
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = t["expr"].as_str() {
+                    out.push((title.clone(), expr.to_string(), t["exemplar"] == true));
+                }
+            }
+            walk(&p["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&dashboard["panels"], &mut out);
+    out
+}
+
+/// gort's dashboard (`deploy/grafana/dashboards/gort.json`).
+pub fn gort_dashboard() -> Result<Value> {
+    let path = workspace_root().join("deploy/grafana/dashboards/gort.json");
+    serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("{}", path.display()))
+}
+
+/// A panel's query as Grafana sends it with every variable at "All" and `rate_window` for
+/// `$__rate_interval`.
+pub fn grafana_query(expr: &str, rate_window: &str) -> String {
+    expr.replace("$__rate_interval", rate_window)
+        .replace("$__interval", "15s")
+        .replace("$cluster", ".*")
+        .replace("$namespace", ".*")
+        .replace("$service", ".*")
+        .replace("$pid", ".*")
 }
 
 impl Drop for Prometheus {

@@ -1,14 +1,24 @@
 //! `--overhead-budget`: gort samples in time so that what it costs the host (the target's
 //! probe hits plus its own CPU) stays within the budget, and scales what it saw up into
 //! estimates. `tests/go/paced` is a ping-pong at a set rate (3 round trips every millisecond,
-//! 2 "chan receive" parks each), so the truth over any stretch of time is known.
+//! 2 "chan receive" parks each), that also starts goroutines and sends itself HTTP requests
+//! at set rates, so the truth over any stretch of time is known. Under `--all` (the
+//! DaemonSet's mode) a real Prometheus scrapes gort and the Grafana dashboard's own panel
+//! queries must show the full rates, not the sampled ones.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, ensure};
-use gort_e2e::{GoProgram, Gort, Metrics, Variant, build_go_program, serial};
+use gort_e2e::{
+    GoProgram, Gort, Metrics, Prometheus, Variant, build_go_program, dashboard_queries,
+    gort_dashboard, grafana_query, serial,
+};
 
 const BURST: u64 = 3;
+/// Goroutines started every millisecond.
+const SPAWN: u64 = 1;
+/// One HTTP request every this many milliseconds.
+const REQUEST_EVERY_MS: u64 = 4;
 const BUDGET: f64 = 0.05;
 
 /// CPU time (user + system) of `pid` so far, in seconds.
@@ -37,12 +47,50 @@ fn at_period(gort: &Gort, periods: f64) -> Result<(Metrics, Instant)> {
     }
 }
 
-fn estimated(m: &Metrics, reason: Option<&str>) -> f64 {
-    m.all("gort_goroutine_blocks_estimated_total", &[])
+/// The sum of `name`'s series, those of wait reason `reason` only if given.
+fn estimated_of(m: &Metrics, name: &str, reason: Option<&str>) -> f64 {
+    m.all(name, &[])
         .into_iter()
         .filter(|(l, _)| reason.is_none_or(|r| l.get("reason").map(String::as_str) == Some(r)))
         .map(|(_, v)| v)
         .sum()
+}
+
+fn estimated(m: &Metrics, reason: Option<&str>) -> f64 {
+    estimated_of(m, "gort_goroutine_blocks_estimated_total", reason)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The sum of the series of the query of the dashboard panel `title` (its `target`-th
+/// target), as Grafana would show it at `at` with a rate window of `window_ms`.
+fn panel_value(
+    prometheus: &Prometheus,
+    title: &str,
+    target: usize,
+    window_ms: u64,
+    at: f64,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Result<f64> {
+    let dashboard = gort_dashboard()?;
+    let queries = dashboard_queries(&dashboard);
+    let (_, expr, _) = queries
+        .iter()
+        .filter(|(t, _, _)| t == title)
+        .nth(target)
+        .with_context(|| format!("no panel {title:?}"))?;
+    let query = grafana_query(expr, &format!("{window_ms}ms"));
+    let series = prometheus.query_at(&query, at)?;
+    ensure!(!series.is_empty(), "panel {title:?}: no data for {query}");
+    Ok(series
+        .into_iter()
+        .filter(|(labels, _)| keep(labels))
+        .map(|(_, v)| v)
+        .sum())
 }
 
 /// How gort watches the paced program.
@@ -68,7 +116,9 @@ fn budget_holds(mode: Mode) -> Result<()> {
     let _serial = serial();
     let exe = build_go_program("paced", "1.22.10", Variant::DEFAULT);
     let burst = format!("-burst={BURST}");
-    let mut p = GoProgram::start(&exe, &["-duration=120s", &burst], &[])?;
+    let spawn = format!("-spawn={SPAWN}");
+    let requests = format!("-request-every={REQUEST_EVERY_MS}");
+    let mut p = GoProgram::start(&exe, &["-duration=120s", &burst, &spawn, &requests], &[])?;
     p.proceed()?;
 
     // The target's own CPU without probes.
@@ -90,10 +140,14 @@ fn budget_holds(mode: Mode) -> Result<()> {
     // Two readings just after the ends of periods 1 and 9 (gort lengthens its periods to fit
     // the kernel's slow removal of uprobes): the estimates between them cover whole periods,
     // up to the 250 ms of polling.
+    let prometheus = match mode {
+        Mode::Pid => None,
+        Mode::All => Some(Prometheus::start(gort.base.trim_start_matches("http://"))?),
+    };
     let (m1, i1) = at_period(&gort, 1.0)?;
-    let (target1, gort1) = (cpu_seconds(p.pid)?, cpu_seconds(gort.pid())?);
+    let (target1, gort1, u1) = (cpu_seconds(p.pid)?, cpu_seconds(gort.pid())?, unix_now());
     let (m9, i9) = at_period(&gort, 9.0)?;
-    let (target9, gort9) = (cpu_seconds(p.pid)?, cpu_seconds(gort.pid())?);
+    let (target9, gort9, u9) = (cpu_seconds(p.pid)?, cpu_seconds(gort.pid())?, unix_now());
     let secs = (i9 - i1).as_secs_f64();
 
     // The budget: the target's extra CPU (its probe hits) plus gort's, as a share of the host.
@@ -146,5 +200,118 @@ fn budget_holds(mode: Mode) -> Result<()> {
         seen < truth / 2.0,
         "gort saw {seen} parks of {truth}: it did not sample"
     );
+
+    // Goroutines started and ended, requests served and the handler's one sleep in each.
+    let delta = |name: &str, reason: Option<&str>| {
+        estimated_of(&m9, name, reason) - estimated_of(&m1, name, reason)
+    };
+    let requests = secs * 1000.0 / REQUEST_EVERY_MS as f64;
+    // net/http's server starts one goroutine per request too (the connection's background
+    // read while the handler runs, `connReader.startBackgroundRead`).
+    let spawned = SPAWN as f64 * secs * 1000.0 + requests;
+    for (what, estimate, truth) in [
+        (
+            "goroutines created",
+            delta("gort_goroutines_created_estimated_total", None),
+            spawned,
+        ),
+        (
+            "goroutines exited",
+            delta("gort_goroutines_exited_estimated_total", None),
+            spawned,
+        ),
+        (
+            "HTTP requests",
+            delta("gort_http_requests_estimated_total", None),
+            requests,
+        ),
+        (
+            "sleeps inside requests",
+            delta("gort_http_request_blocks_estimated_total", Some("sleep")),
+            requests,
+        ),
+    ] {
+        eprintln!("{what}: estimated {estimate:.0}, truth {truth:.0}");
+        ensure!(
+            (estimate / truth - 1.0).abs() <= 0.10,
+            "{what}: estimated {estimate:.0} over {secs:.1} s; the program made {truth:.0}"
+        );
+    }
+
+    // The dashboard, as Grafana would draw it over the same stretch: the panels read the
+    // estimates (the sampled counts are under half the truth). A rate's window starts just
+    // after the first reading and ends just after the second, where Prometheus has scraped
+    // both (every second); its extrapolation to the window's edges adds up to a scrape
+    // interval at each end to counters that move once a period: 20 %.
+    if let Some(prometheus) = &prometheus {
+        std::thread::sleep(Duration::from_millis(1500));
+        let window_ms = ((u9 - u1) * 1000.0) as u64;
+        let at = u9 + 1.2;
+        let reason_is = |names: &'static [&'static str]| {
+            move |l: &serde_json::Value| names.iter().any(|n| l["reason"] == *n)
+        };
+        let all = |_: &serde_json::Value| true;
+        for (title, target, rate, truth) in [
+            (
+                "Parks per second by wait reason",
+                0,
+                panel_value(
+                    prometheus,
+                    "Parks per second by wait reason",
+                    0,
+                    window_ms,
+                    at,
+                    reason_is(&["chan receive", "chan send"]),
+                )?,
+                2.0 * BURST as f64 * 1000.0,
+            ),
+            (
+                "Goroutines created and exited per second",
+                0,
+                panel_value(
+                    prometheus,
+                    "Goroutines created and exited per second",
+                    0,
+                    window_ms,
+                    at,
+                    all,
+                )?,
+                SPAWN as f64 * 1000.0 + 1000.0 / REQUEST_EVERY_MS as f64,
+            ),
+            (
+                "Goroutines created and exited per second",
+                1,
+                panel_value(
+                    prometheus,
+                    "Goroutines created and exited per second",
+                    1,
+                    window_ms,
+                    at,
+                    all,
+                )?,
+                SPAWN as f64 * 1000.0 + 1000.0 / REQUEST_EVERY_MS as f64,
+            ),
+            (
+                "HTTP requests per second",
+                0,
+                panel_value(
+                    prometheus,
+                    "HTTP requests per second",
+                    0,
+                    window_ms,
+                    at,
+                    all,
+                )?,
+                1000.0 / REQUEST_EVERY_MS as f64,
+            ),
+        ] {
+            eprintln!("dashboard {title:?} #{target}: {rate:.0}/s, truth {truth:.0}/s");
+            ensure!(
+                (rate / truth - 1.0).abs() <= 0.20,
+                "dashboard panel {title:?} (target {target}) shows {rate:.0}/s; the program \
+                 did {truth:.0}/s"
+            );
+        }
+    }
     Ok(())
 }

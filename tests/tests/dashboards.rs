@@ -7,38 +7,10 @@ use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use gort_e2e::{
-    GoProgram, Gort, Prometheus, Variant, build_go_program, eventually, serial, workspace_root,
+    GoProgram, Gort, Prometheus, Variant, build_go_program, dashboard_queries, eventually,
+    grafana_query, serial, workspace_root,
 };
 use serde_json::Value;
-
-/// Every `expr` of every panel (rows included) of a dashboard: (panel title, expr, exemplar).
-fn panel_queries(dashboard: &Value) -> Vec<(String, String, bool)> {
-    fn walk(panels: &Value, out: &mut Vec<(String, String, bool)>) {
-        for p in panels.as_array().into_iter().flatten() {
-            let title = p["title"].as_str().unwrap_or("").to_string();
-            for t in p["targets"].as_array().into_iter().flatten() {
-                if let Some(expr) = t["expr"].as_str() {
-                    out.push((title.clone(), expr.to_string(), t["exemplar"] == true));
-                }
-            }
-            walk(&p["panels"], out);
-        }
-    }
-    let mut out = Vec::new();
-    walk(&dashboard["panels"], &mut out);
-    out
-}
-
-/// The query as Grafana sends it with every variable at "All" and a rate window that covers
-/// the test's activity.
-fn substitute(expr: &str) -> String {
-    expr.replace("$__rate_interval", "2m")
-        .replace("$__interval", "15s")
-        .replace("$cluster", ".*")
-        .replace("$namespace", ".*")
-        .replace("$service", ".*")
-        .replace("$pid", ".*")
-}
 
 /// `gort_...` metric names in a query.
 fn metric_names(expr: &str) -> BTreeSet<String> {
@@ -174,7 +146,7 @@ fn run() -> Result<()> {
         }
         let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
             .with_context(|| format!("{}", path.display()))?;
-        let queries = panel_queries(&dashboard);
+        let queries = dashboard_queries(&dashboard);
         ensure!(!queries.is_empty(), "{}: no queries", path.display());
         for (title, expr, exemplar) in &queries {
             for name in metric_names(expr) {
@@ -183,7 +155,7 @@ fn run() -> Result<()> {
                     "panel {title:?} uses {name}, which gort does not export"
                 );
             }
-            let query = substitute(expr);
+            let query = grafana_query(expr, "2m");
             let data = prometheus
                 .api("/api/v1/query", &[("query", &query)])
                 .with_context(|| format!("panel {title:?}: {query}"))?;

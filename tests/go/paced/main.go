@@ -4,9 +4,10 @@
 // the pacing sleeps park the main goroutine with reason "sleep".
 //
 // With -spawn K, it also starts K goroutines every millisecond (each ends at once, without
-// parking); with -request-every N, it sends one HTTP request to its own net/http server
+// parking; net/http's server adds one per request, its connection's background read); with -request-every N, it sends one HTTP request to its own net/http server
 // every N milliseconds, over one keep-alive connection written and read directly (no
-// http.Client: its transport parks on channels, which would blur the channel parks' truth).
+// http.Client: its transport parks on channels, which would blur the channel parks' truth);
+// the handler sleeps 10 µs, one "sleep" park inside each request.
 //
 // It prints {"ready":true,"pid":N}, waits for a line on stdin, then for -duration does
 // -burst round trips every millisecond (sleeping until the next one), prints
@@ -38,6 +39,7 @@ func serve() *client {
 		log.Fatal(err)
 	}
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(10 * time.Microsecond)
 		w.Write([]byte("ok"))
 	}))
 	conn, err := net.Dial("tcp", ln.Addr().String())
