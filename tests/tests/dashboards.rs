@@ -2,6 +2,11 @@
 //! scrapes `gort run --all` watching an HTTP server, a leaking program and a GC-heavy one;
 //! every query of every panel runs against it through its HTTP API and must return data,
 //! and every metric a panel or variable names must be one gort exports.
+//!
+//! gort runs with an `--overhead-budget` (as the DaemonSet does), of 100 %: it measures
+//! everything (after a first period sampled at 10 %, before the work starts), and the panels read the estimates (`rate(x_estimated_total) or rate(x_total)`),
+//! which must then equal the counts, and the same query without the estimates (gort without
+//! a budget) must give the same. `budget.rs` has the dashboard under real sampling.
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -11,6 +16,27 @@ use gort_e2e::{
     grafana_query, serial, workspace_root,
 };
 use serde_json::Value;
+
+/// The query without its estimates: `rate(x_estimated…) or rate(x…)` becomes `rate(x…)`,
+/// what gort without a budget is read with.
+fn without_estimates(query: &str) -> String {
+    let mut q = query.to_string();
+    let mut from = 0;
+    while let Some(at) = q[from..].find("rate(gort_") {
+        let start = from + at;
+        let name = q[start + "rate(".len()..]
+            .split(['{', '['])
+            .next()
+            .unwrap_or("");
+        match q[start..].find(") or rate(") {
+            Some(or) if name.contains("_estimated_") => {
+                q.replace_range(start..start + or + ") or ".len(), "");
+            }
+            _ => from = start + 1,
+        }
+    }
+    q
+}
 
 /// `gort_...` metric names in a query.
 fn metric_names(expr: &str) -> BTreeSet<String> {
@@ -34,6 +60,17 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 }
 
 #[test]
+fn without_estimates_removes_the_estimated_alternative() {
+    assert_eq!(
+        without_estimates(
+            "sum by (reason) (rate(gort_goroutine_blocks_estimated_total{a=~\"x\"}[2m]) or \
+             rate(gort_goroutine_blocks_total{a=~\"x\"}[2m])) / sum (rate(gort_http_requests_estimated_total[1m]) or rate(gort_http_requests_total[1m]))"
+        ),
+        "sum by (reason) (rate(gort_goroutine_blocks_total{a=~\"x\"}[2m])) / sum (rate(gort_http_requests_total[1m]))"
+    );
+}
+
+#[test]
 fn every_panel_query_returns_data() {
     let _serial = serial();
     run().unwrap_or_else(|e| panic!("{e:#}"));
@@ -52,7 +89,18 @@ fn run() -> Result<()> {
         "2s",
         "--leak-window",
         "3s",
+        "--overhead-budget",
+        "100%",
+        "--sampling-period",
+        "1s",
     ])?;
+    // gort samples its first period (10 % of it) before it knows the cost; the work starts
+    // once it measures everything.
+    eventually(Duration::from_secs(20), || {
+        let ratio = gort.metrics()?.get("gort_sampling_ratio", &[]);
+        ensure!(ratio == Some(1.0), "sampling ratio {ratio:?}");
+        Ok(())
+    })?;
     let prometheus = Prometheus::start(gort.base.trim_start_matches("http://"))?;
 
     let mut http = GoProgram::start(
@@ -169,6 +217,34 @@ fn run() -> Result<()> {
                 values.iter().any(|v| v.is_finite()),
                 "panel {title:?} has no data: {query} → {data}"
             );
+            if query.contains("_estimated_") {
+                // Everything measured: the estimates are the counts, to rounding (both read
+                // at one instant).
+                let exact = without_estimates(&query);
+                ensure!(!exact.contains("_estimated_"), "{exact}");
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs_f64()
+                    - 1.0;
+                let sorted = |q: &str| -> Result<Vec<(String, f64)>> {
+                    let mut v: Vec<(String, f64)> = prometheus
+                        .query_at(q, at)?
+                        .into_iter()
+                        .map(|(labels, v)| (labels.to_string(), v))
+                        .collect();
+                    v.sort_by(|a, b| a.0.cmp(&b.0));
+                    Ok(v)
+                };
+                let (values, exact_values) = (sorted(&query)?, sorted(&exact)?);
+                ensure!(
+                    values.len() == exact_values.len()
+                        && values.iter().zip(&exact_values).all(|(a, b)| {
+                            a.0 == b.0 && (a.1 - b.1).abs() <= 1e-6 * b.1.abs().max(1.0)
+                        }),
+                    "panel {title:?}: the estimates {values:?} are not the counts \
+                     {exact_values:?} while everything is measured: {query}"
+                );
+            }
             if *exemplar {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)?
@@ -215,6 +291,11 @@ fn run() -> Result<()> {
         }
     }
     ensure!(checked >= 20, "only {checked} panel queries");
+    let ratio = gort.metrics()?.get("gort_sampling_ratio", &[]);
+    ensure!(
+        ratio == Some(1.0),
+        "gort sampled (ratio {ratio:?}): the 100 % budget is meant to measure all"
+    );
     drop((http, leaky, gc));
     gort.stop()?;
     Ok(())

@@ -128,6 +128,59 @@ pub struct Exemplar {
     pub unix_ns: u64,
 }
 
+/// The estimates of `p`, with a series (at 0 until something is seen) for every series of
+/// the counts they estimate: a counter that appears late with a value would lose that value
+/// from rates.
+fn estimate_metrics(
+    p: &super::ProcessState,
+    reasons: impl Iterator<Item = u8>,
+    name: &impl Fn(u8) -> String,
+) -> EstimateMetrics {
+    use std::collections::BTreeMap;
+    let e = &p.estimates;
+    let mut by_reason: BTreeMap<u8, (f64, f64)> = reasons.map(|r| (r, (0.0, 0.0))).collect();
+    by_reason.extend(e.by_reason.iter().map(|(&r, &v)| (r, v)));
+    let mut by_site: BTreeMap<(String, String), (f64, f64)> = p
+        .sites
+        .totals()
+        .map(|(r, site, _)| ((name(r), site.to_string()), (0.0, 0.0)))
+        .collect();
+    for (&(r, site), &(n, secs)) in &e.by_site {
+        let v = by_site
+            .entry((name(r), p.sites.name(site).to_string()))
+            .or_default();
+        v.0 += n;
+        v.1 += secs;
+    }
+    let requests = p.binary.probes("http").then(|| {
+        let mut blocked: BTreeMap<String, (f64, f64)> = p
+            .requests
+            .blocked_by_reason
+            .keys()
+            .map(|r| (r.clone(), (0.0, 0.0)))
+            .collect();
+        for (&r, &(n, secs)) in &e.request_blocked {
+            let v = blocked.entry(name(r)).or_default();
+            v.0 += n;
+            v.1 += secs;
+        }
+        let blocked = blocked.into_iter().map(|(r, (n, s))| (r, n, s)).collect();
+        (e.requests, blocked)
+    });
+    EstimateMetrics {
+        by_reason: by_reason
+            .into_iter()
+            .map(|(r, (n, secs))| (name(r), n, secs))
+            .collect(),
+        by_site: by_site
+            .into_iter()
+            .map(|((r, site), (n, secs))| (r, site, n, secs))
+            .collect(),
+        lifecycle: p.binary.probes_lifecycle().then_some((e.created, e.exited)),
+        requests,
+    }
+}
+
 pub fn metrics(state: &State) -> MetricsView {
     let clock = WallClock::now();
     let processes = state
@@ -179,6 +232,7 @@ pub fn metrics(state: &State) -> MetricsView {
                     .and_then(|a| target.binary.pclntab().func_at(a))
                     .is_some_and(|f| is_system_goroutine(&f.name))
             });
+            let estimates = estimate_metrics(p, reasons.keys().copied(), &name);
             ProcessMetrics {
                 pid: p.pid,
                 service: p.service.clone(),
@@ -187,35 +241,7 @@ pub fn metrics(state: &State) -> MetricsView {
                 first_seen_unix_ns: clock.unix_ns(p.first_seen_ns),
                 exited: p.exited_ns.is_some(),
                 reasons: reasons.into_values().collect(),
-                estimates: EstimateMetrics {
-                    by_reason: p
-                        .estimates
-                        .by_reason
-                        .iter()
-                        .map(|(&raw, &(n, secs))| (name(raw), n, secs))
-                        .collect(),
-                    by_site: p
-                        .estimates
-                        .by_site
-                        .iter()
-                        .map(|(&(raw, site), &(n, secs))| {
-                            (name(raw), p.sites.name(site).to_string(), n, secs)
-                        })
-                        .collect(),
-                    lifecycle: p
-                        .binary
-                        .probes_lifecycle()
-                        .then_some((p.estimates.created, p.estimates.exited)),
-                    requests: p.binary.probes("http").then(|| {
-                        let blocked = p
-                            .estimates
-                            .request_blocked
-                            .iter()
-                            .map(|(&raw, &(n, secs))| (name(raw), n, secs))
-                            .collect();
-                        (p.estimates.requests, blocked)
-                    }),
-                },
+                estimates,
                 sched_latency: p.sched_latency.clone(),
                 pauses: gc_pauses(p),
                 gc_cycles: p.gc.cycles,
