@@ -22,8 +22,6 @@ use std::{collections::HashMap, time::Duration};
 
 /// The lowest ratio: below it the windows would be too short to measure anything.
 pub const MIN_RATIO: f64 = 0.01;
-/// The first period's ratio, before anything is known of the target's rate.
-const FIRST_RATIO: f64 = 0.1;
 /// How long the target is left to settle after the probes are taken out, at most, before its
 /// own CPU use is read.
 const SETTLE: Duration = Duration::from_millis(1500);
@@ -140,7 +138,9 @@ impl Sampler {
     pub fn new(settings: BudgetSettings, now_ns: u64, counters: Counters) -> Sampler {
         Sampler {
             settings,
-            ratio: FIRST_RATIO,
+            // Everything measured until a check (every CHECK, from half a second on) finds
+            // the cost over the budget: exact counts wherever the budget allows them.
+            ratio: 1.0,
             period: settings.period,
             phase: Phase::On,
             period_start_ns: now_ns,
@@ -193,6 +193,11 @@ impl Sampler {
         } else {
             (self.window() + self.settings.removal).min(self.period)
         }
+    }
+
+    /// Whether the sampled probes are out now.
+    pub fn probes_out(&self) -> bool {
+        self.phase != Phase::On
     }
 
     /// When the probes were back in the current period (ns on the caller's clock).
@@ -421,9 +426,30 @@ mod tests {
 
     /// A target using 100 ms/s of its own, hit 40,000 times a second while the probes are in
     /// (10 µs each: 0.4 CPU-s/s), and 200 ms of extra CPU per attach/detach cycle.
+    /// A sampler in a period sampled at 10 % (as after a period over the budget).
+    fn sampled_from(now_ns: u64, counters: Counters) -> Sampler {
+        let mut s = Sampler::new(settings(), now_ns, counters);
+        s.ratio = 0.1;
+        s
+    }
+
+    #[test]
+    fn a_new_sampler_measures_everything_until_over_the_budget() {
+        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        assert_eq!(s.ratio, 1.0);
+        assert_eq!(s.in_time(), s.period);
+        // A quiet first second: checked, still all in.
+        assert_eq!(s.next_due_ns(), S);
+        assert_eq!(s.switch(S, c(100, 0, 10)), Switch::Checked);
+        // 40,000 hits in the next second (0.4 CPU-s/s, over the 0.04 budget): the period
+        // ends and the next is sampled.
+        assert_eq!(s.switch(2 * S, c(40_100, 1, 500)), Switch::Stay);
+        assert!(s.ratio < 0.2, "{}", s.ratio);
+    }
+
     #[test]
     fn the_window_follows_the_measured_cost() {
-        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        let mut s = sampled_from(0, c(0, 0, 0));
         assert_eq!(s.next_due_ns(), S); // 10 % of 10 s
         assert_eq!(s.switch(S, c(40_000, 0, 500)), Switch::Suspend);
         // Settling: half the 9 s off, at most 1.5 s.
@@ -465,7 +491,7 @@ mod tests {
     /// calibrated): measured in the window, and the window halved for it.
     #[test]
     fn a_hit_dearer_than_calibrated_is_measured_in_the_window() {
-        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        let mut s = sampled_from(0, c(0, 0, 0));
         assert_eq!(s.switch(S, c(40_000, 0, 900)), Switch::Suspend);
         s.switch(S + 1_500 * MS, c(40_000, 0, 900 + 200 + 150));
         assert_eq!(
@@ -480,7 +506,7 @@ mod tests {
         // ratio × 0.8 + 0.2 / 10 + 0.01 <= 0.04 → 1.25 %.
         assert!((s.ratio - 0.0125).abs() < 1e-9, "{}", s.ratio);
         // Never below the calibration: a window that shows less keeps 10 µs at the least.
-        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        let mut s = sampled_from(0, c(0, 0, 0));
         s.switch(S, c(40_000, 0, 150));
         s.switch(S + 1_500 * MS, c(40_000, 0, 300));
         s.switch(10 * S, c(40_000, 100, 1_050));
@@ -489,7 +515,7 @@ mod tests {
 
     #[test]
     fn a_quiet_target_keeps_the_probes_in() {
-        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        let mut s = sampled_from(0, c(0, 0, 0));
         s.switch(S, c(100, 0, 10));
         s.switch(s.next_due_ns(), c(100, 0, 30));
         assert_eq!(s.switch(10 * S, c(100, 10, 100)), Switch::Resume);
@@ -509,7 +535,7 @@ mod tests {
     /// budget ends the period, and the next has a window that fits.
     #[test]
     fn load_with_the_probes_in_ends_the_period_at_once() {
-        let mut s = Sampler::new(settings(), 0, c(0, 0, 0));
+        let mut s = sampled_from(0, c(0, 0, 0));
         s.switch(S, c(100, 0, 10));
         s.switch(s.next_due_ns(), c(100, 0, 30));
         assert_eq!(s.switch(10 * S, c(100, 10, 100)), Switch::Resume);

@@ -39,6 +39,9 @@ use crate::{
 
 /// How often the set of goroutines parked right now is read from the kernel.
 const PARKED_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+/// While time sampling has the probes out, how often the goroutines' states are read from
+/// the targets' memory instead (goroutine counts, parked goroutines, leak suspects).
+const RESYNC_WHILE_OUT: Duration = Duration::from_secs(2);
 /// How often a `--pid` target is checked for exit.
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -187,6 +190,38 @@ pub async fn run_until(
         binaries.clone(),
         agent_drops.clone(),
     );
+    // --overhead-budget: settled before anything is drained, so that the estimates count
+    // from the first event (everything measured until the sampler, started below, says
+    // otherwise).
+    let budget = match o
+        .overhead_budget
+        .filter(|_| attachment.is_some() || fleet.is_some())
+    {
+        Some(share) => {
+            let trap = probes::calibrate::measure()
+                .context("--overhead-budget: cannot measure what a uprobe hit costs")?;
+            let settings = BudgetSettings {
+                share,
+                period: o.sampling_period.max(Duration::from_millis(100)),
+                trap_cost_ns: trap.hit_ns,
+                removal: trap.removal,
+                cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            };
+            let period_ns = settings.period.as_nanos() as u64;
+            state.set_sampling(SamplingStatus {
+                window: SamplingWindow {
+                    period_ns,
+                    window_ns: period_ns,
+                },
+                cost: None,
+                settings,
+                periods: 0,
+                window_start_ns: monotonic_ns(),
+            });
+            Some(settings)
+        }
+        None => None,
+    };
     let pids: Vec<u32> = match &want {
         Want::Pid { id, .. } => vec![id.pid],
         Want::Exe { path } => processes_of(path),
@@ -274,27 +309,15 @@ pub async fn run_until(
     // process's of --all, switched together.
     let mut sampler = None;
     let mut target_cpu = TargetCpu::default();
-    if let Some(share) = o
-        .overhead_budget
-        .filter(|_| attachment.is_some() || fleet.is_some())
-    {
-        let trap = probes::calibrate::measure()
-            .context("--overhead-budget: cannot measure what a uprobe hit costs")?;
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-        let settings = BudgetSettings {
-            share,
-            period: o.sampling_period.max(Duration::from_millis(100)),
-            trap_cost_ns: trap.hit_ns,
-            removal: trap.removal,
-            cpus,
-        };
+    if let Some(settings) = budget {
         eprintln!(
             "gort: one uprobe hit costs {:.1} µs here (and a removed uprobe fires for {:?} \
-             more); keeping gort under {:.1} % of {cpus} CPUs by attaching its probes for part \
+             more); keeping gort under {:.1} % of {} CPUs by attaching its probes for part \
              of every {:?}",
-            trap.hit_ns as f64 / 1e3,
-            trap.removal,
-            share * 100.0,
+            settings.trap_cost_ns as f64 / 1e3,
+            settings.removal,
+            settings.share * 100.0,
+            settings.cpus,
             settings.period
         );
         let counters = budget_counters(&agent_drops, &mut target_cpu, &want, fleet.as_ref());
@@ -303,6 +326,8 @@ pub async fn run_until(
         sampler = Some(s);
     }
     let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);
+    let mut resync = tokio::time::interval(RESYNC_WHILE_OUT);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rescan = tokio::time::interval(o.rescan_interval.max(Duration::from_millis(100)));
     rescan.reset();
     if let Some(ready) = ready {
@@ -399,7 +424,7 @@ pub async fn run_until(
                             if let Some(ns) = fleet.resume_all(&mut probes, &binaries) {
                                 s.resumed_at(ns);
                             }
-                            handle.resumed().await;
+                            handle.resync().await;
                             handle.sampling(sampling_status(s)).await;
                         }
                         Switch::Stay => handle.sampling(sampling_status(s)).await,
@@ -424,11 +449,14 @@ pub async fn run_until(
                                 attachment = None;
                             }
                         }
-                        handle.resumed().await;
+                        handle.resync().await;
                         handle.sampling(sampling_status(s)).await;
                     }
                     Switch::Stay => handle.sampling(sampling_status(s)).await,
                 }
+            }
+            _ = resync.tick(), if sampler.as_ref().is_some_and(Sampler::probes_out) => {
+                handle.resync().await;
             }
             _ = rescan.tick(), if fleet.is_some() => {
                 let Some(fleet) = &mut fleet else { continue };

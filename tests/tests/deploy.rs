@@ -285,6 +285,14 @@ fn daemonset_capabilities_are_enough() {
             )
             .unwrap_or(0.0);
         ensure!(n == 10.0, "{n} chan receives");
+        // The ConfigMap's budget is on: the estimates the dashboards read, all measured.
+        let estimated = m
+            .get(
+                "gort_goroutine_blocks_estimated_total",
+                &[("pid", &pid), ("reason", "chan receive")],
+            )
+            .unwrap_or(0.0);
+        ensure!(estimated == 10.0, "{estimated} chan receives estimated");
         Ok(())
     })
     .unwrap();

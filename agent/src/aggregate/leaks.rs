@@ -35,8 +35,12 @@ pub struct Waiting {
     pub goid: u64,
     pub g: u64,
     pub reason: u8,
-    /// CLOCK_MONOTONIC park start; None when parked before gort attached.
+    /// CLOCK_MONOTONIC park start; None when the probes did not see it (parked before gort
+    /// attached, or while time sampling had the probes out).
     pub since_ns: Option<u64>,
+    /// When gort first saw the goroutine: an unseen park began no earlier, as far as gort
+    /// can tell (its age is counted from here, or from the attach if later).
+    pub first_seen_ns: u64,
     /// `g.gopc`.
     pub gopc: Option<u64>,
 }
@@ -108,8 +112,8 @@ pub struct LeakTracker {
 }
 
 impl LeakTracker {
-    /// Regroups the goroutines waiting at `now_ns`. `attached_ns` stands in for the park start
-    /// of goroutines parked before gort attached. `created_by` symbolizes a `gopc`;
+    /// Regroups the goroutines waiting at `now_ns`. For a park the probes did not see, the
+    /// later of `attached_ns` and the goroutine's first sighting stands in for its start. `created_by` symbolizes a `gopc`;
     /// `blocking_frame` reads and symbolizes a parked goroutine's stack. Stacks are read once
     /// per park, and only for goroutines of a (creation site, reason) that has members
     /// parked longer than `leak_after`: short parks come and go by the thousand.
@@ -125,7 +129,7 @@ impl LeakTracker {
         let waiting: Vec<(Waiting, Option<Arc<Frame>>, bool)> = waiting
             .into_iter()
             .map(|w| {
-                let start = w.since_ns.unwrap_or(attached_ns);
+                let start = w.since_ns.unwrap_or(attached_ns.max(w.first_seen_ns));
                 let old = now_ns.saturating_sub(start) >= settings.leak_after_ns;
                 let site = w.gopc.and_then(|pc| {
                     self.sites
@@ -255,6 +259,7 @@ mod tests {
                 g: 0,
                 reason: 14,
                 since_ns: None,
+                first_seen_ns: 0,
                 gopc: Some(2),
             })
             .collect();
@@ -268,6 +273,7 @@ mod tests {
                         g: goid,
                         reason: 14,
                         since_ns: Some(now - S + k * S / 50),
+                        first_seen_ns: 0,
                         gopc: Some(1),
                     });
                 }
@@ -277,6 +283,7 @@ mod tests {
                 g: 0,
                 reason: 14,
                 since_ns: Some(now - 1000),
+                first_seen_ns: 0,
                 gopc: Some(3),
             };
             let waiting = leaked
@@ -322,6 +329,7 @@ mod tests {
                     g: 0,
                     reason: 14,
                     since_ns: Some(0),
+                    first_seen_ns: 0,
                     gopc: Some(site),
                 })
             })

@@ -123,8 +123,9 @@ pub struct SamplingStatus {
 pub enum Query {
     /// The sampling for the period that begins.
     Sampling(SamplingStatus),
-    /// The probes are back after a pause: what happened meanwhile is read from memory.
-    Resumed,
+    /// The probes are out (time sampling) or back after a pause: the goroutines' states are
+    /// read from memory (what happened meanwhile went unseen).
+    Resync,
     /// `gort run --all` attached to a process: start tracking it now (walk its goroutines).
     Attached {
         pid: u32,
@@ -196,9 +197,10 @@ impl QueryHandle {
         let _ = self.0.send(Query::Sampling(status)).await;
     }
 
-    /// The probes were suspended and are back: the goroutines' states are read anew.
-    pub async fn resumed(&self) {
-        let _ = self.0.send(Query::Resumed).await;
+    /// The probes are out, or were and are back: the goroutines' states are read anew from
+    /// memory (goroutine counts, parked goroutines and leak groups stay current).
+    pub async fn resync(&self) {
+        let _ = self.0.send(Query::Resync).await;
     }
 
     pub async fn goroutines(&self, pid: Option<u32>) -> Option<Vec<view::GoroutineView>> {
@@ -497,6 +499,7 @@ impl ProcessState {
                     g: g.g,
                     reason,
                     since_ns,
+                    first_seen_ns: g.first_seen_ns,
                     gopc: g.origin.map(|o| o.gopc),
                 }),
                 _ => None,
@@ -786,7 +789,7 @@ impl State {
     }
 
     /// A new sampling period: what the last window saw is weighed now that its end is known.
-    fn set_sampling(&mut self, status: SamplingStatus) {
+    pub fn set_sampling(&mut self, status: SamplingStatus) {
         let next = (status.window.window_ns < status.window.period_ns).then_some(status.window);
         for (o, weight) in self.window.close(next, status.window_start_ns) {
             if let Some(p) = self.processes.get_mut(&o.pid) {
@@ -1252,7 +1255,7 @@ impl Aggregator {
         let now = monotonic_ns();
         match q {
             Query::Sampling(status) => self.state.set_sampling(status),
-            Query::Resumed => {
+            Query::Resync => {
                 let now = monotonic_ns();
                 let limits = self.state.settings.retention;
                 for p in self.state.processes.values_mut() {
