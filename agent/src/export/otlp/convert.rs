@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::{
 use crate::aggregate::{
     histogram::DurationHistogram,
     requests::RequestRecord,
-    view::{MetricsView, ProcessMetrics},
+    view::{MetricsView, ProcessMetrics, SamplingMetrics},
 };
 use crate::target::process::ContainerIdentity;
 
@@ -259,7 +259,7 @@ pub fn metrics(view: &MetricsView, host: &str, now_unix_ns: u64) -> ExportMetric
                 resource: Some(resource(&r, host)),
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(scope()),
-                    metrics: process_metrics(p, now_unix_ns),
+                    metrics: process_metrics(p, view.sampling.as_ref(), now_unix_ns),
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -269,7 +269,11 @@ pub fn metrics(view: &MetricsView, host: &str, now_unix_ns: u64) -> ExportMetric
     ExportMetricsServiceRequest { resource_metrics }
 }
 
-fn process_metrics(p: &ProcessMetrics, now: u64) -> Vec<Metric> {
+fn process_metrics(
+    p: &ProcessMetrics,
+    sampling: Option<&SamplingMetrics>,
+    now: u64,
+) -> Vec<Metric> {
     let start = p.first_seen_unix_ns;
     let attr = |k: &str, v: &str| kv(k, any_value::Value::StringValue(v.to_string()));
     let point = |attributes: Vec<KeyValue>, value: number_data_point::Value| NumberDataPoint {
@@ -556,7 +560,125 @@ fn process_metrics(p: &ProcessMetrics, now: u64) -> Vec<Metric> {
                 .collect(),
         ));
     }
+    if let Some(sampling) = sampling {
+        estimated_metrics(p, sampling, &point, &counter, &gauge, &mut out);
+    }
     out
+}
+
+/// Builds a counter or gauge: (name, unit, description, points).
+type MetricOf<'a> = &'a dyn Fn(&str, &str, &str, Vec<NumberDataPoint>) -> Metric;
+
+/// Under `--overhead-budget`: the estimates of the sampled counts (`*.estimated`, with the
+/// attributes of the count each estimates) and the sampling ratio, as on /metrics.
+fn estimated_metrics(
+    p: &ProcessMetrics,
+    sampling: &SamplingMetrics,
+    point: &dyn Fn(Vec<KeyValue>, number_data_point::Value) -> NumberDataPoint,
+    counter: MetricOf,
+    gauge: MetricOf,
+    out: &mut Vec<Metric>,
+) {
+    let attr = |k: &str, v: &str| kv(k, any_value::Value::StringValue(v.to_string()));
+    let double = number_data_point::Value::AsDouble;
+    let e = &p.estimates;
+    let by_reason = |secs: bool| {
+        e.by_reason
+            .iter()
+            .map(|(r, n, s)| {
+                point(
+                    vec![attr("go.wait.reason", r)],
+                    double(if secs { *s } else { *n }),
+                )
+            })
+            .collect()
+    };
+    out.push(counter(
+        "gort.goroutine.blocks.estimated",
+        "{park}",
+        "Under --overhead-budget: gort.goroutine.blocks estimated from the sampled parks.",
+        by_reason(false),
+    ));
+    out.push(counter(
+        "gort.goroutine.blocked.time.estimated",
+        "s",
+        "Under --overhead-budget: gort.goroutine.blocked.time estimated from the sampled parks.",
+        by_reason(true),
+    ));
+    let by_site = |secs: bool| {
+        e.by_site
+            .iter()
+            .map(|(r, site, n, s)| {
+                point(
+                    vec![attr("go.wait.reason", r), attr("gort.site", site)],
+                    double(if secs { *s } else { *n }),
+                )
+            })
+            .collect()
+    };
+    out.push(counter(
+        "gort.goroutine.site.blocks.estimated",
+        "{park}",
+        "Under --overhead-budget: gort.goroutine.site.blocks estimated from the sampled parks.",
+        by_site(false),
+    ));
+    out.push(counter(
+        "gort.goroutine.site.blocked.estimated",
+        "s",
+        "Under --overhead-budget: gort.goroutine.site.blocked estimated from the sampled parks.",
+        by_site(true),
+    ));
+    if let Some((created, exited)) = e.lifecycle {
+        out.push(counter(
+            "gort.goroutines.created.estimated",
+            "{goroutine}",
+            "Under --overhead-budget: goroutines created, estimated.",
+            vec![point(vec![], double(created))],
+        ));
+        out.push(counter(
+            "gort.goroutines.exited.estimated",
+            "{goroutine}",
+            "Under --overhead-budget: goroutines exited, estimated.",
+            vec![point(vec![], double(exited))],
+        ));
+    }
+    if let Some((requests, blocked)) = &e.requests {
+        out.push(counter(
+            "gort.http.requests.estimated",
+            "{request}",
+            "Under --overhead-budget: HTTP requests served, estimated.",
+            vec![point(vec![], double(*requests))],
+        ));
+        let in_requests = |secs: bool| {
+            blocked
+                .iter()
+                .map(|(r, n, s)| {
+                    point(
+                        vec![attr("go.wait.reason", r)],
+                        double(if secs { *s } else { *n }),
+                    )
+                })
+                .collect()
+        };
+        out.push(counter(
+            "gort.http.request.blocks.estimated",
+            "{park}",
+            "Under --overhead-budget: gort.http.request.blocks estimated.",
+            in_requests(false),
+        ));
+        out.push(counter(
+            "gort.http.request.blocked.estimated",
+            "s",
+            "Under --overhead-budget: gort.http.request.blocked estimated.",
+            in_requests(true),
+        ));
+    }
+    out.push(gauge(
+        "gort.sampling.ratio",
+        "1",
+        "Share of the time gort's probes are attached (1: everything is measured).",
+        vec![point(vec![], double(sampling.ratio))],
+    ));
 }
 
 #[cfg(test)]
@@ -720,6 +842,104 @@ mod tests {
 
     #[test]
     fn histograms_carry_per_bucket_counts_between_explicit_bounds() {
+        let view = one_process_view();
+        let decoded =
+            ExportMetricsServiceRequest::decode(&metrics(&view, "n", 9).encode_to_vec()[..])
+                .unwrap();
+        let ms = &decoded.resource_metrics[0].scope_metrics[0].metrics;
+        assert!(!ms.iter().any(|m| m.name.ends_with(".estimated")));
+        histograms_checked(ms);
+    }
+
+    /// Under a budget, the estimates ride along, with the count's attributes.
+    #[test]
+    fn estimates_under_sampling() {
+        let mut view = one_process_view();
+        view.sampling = Some(SamplingMetrics {
+            ratio: 0.25,
+            budget_share: 0.02,
+            estimated_share: None,
+            trap_cost_seconds: 3e-6,
+            periods: 3,
+        });
+        view.processes[0].estimates = crate::aggregate::view::EstimateMetrics {
+            by_reason: vec![("chan receive".into(), 8.5, 0.25)],
+            by_site: vec![(
+                "chan receive".into(),
+                "main.wait main.go:9".into(),
+                4.0,
+                0.5,
+            )],
+            lifecycle: Some((48.0, 40.5)),
+            requests: Some((20.0, vec![("IO wait".into(), 60.0, 1.5)])),
+        };
+        let decoded =
+            ExportMetricsServiceRequest::decode(&metrics(&view, "n", 9).encode_to_vec()[..])
+                .unwrap();
+        let ms = &decoded.resource_metrics[0].scope_metrics[0].metrics;
+        let value = |name: &str, reason: Option<&str>| -> f64 {
+            let m = ms
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap_or_else(|| panic!("{name}"));
+            let points = match &m.data {
+                Some(metric::Data::Sum(s)) => {
+                    assert!(s.is_monotonic, "{name}");
+                    &s.data_points
+                }
+                Some(metric::Data::Gauge(g)) => &g.data_points,
+                _ => panic!("{name}"),
+            };
+            let p = points
+                .iter()
+                .find(|p| {
+                    reason.is_none_or(|r| {
+                        p.attributes.iter().any(|a| {
+                            a.key == "go.wait.reason"
+                                && a.value.as_ref().and_then(|v| v.value.clone())
+                                    == Some(any_value::Value::StringValue(r.into()))
+                        })
+                    })
+                })
+                .unwrap_or_else(|| panic!("{name} {reason:?}"));
+            match p.value {
+                Some(number_data_point::Value::AsDouble(v)) => v,
+                _ => panic!("{name}: not a double"),
+            }
+        };
+        assert_eq!(
+            value("gort.goroutine.blocks.estimated", Some("chan receive")),
+            8.5
+        );
+        assert_eq!(
+            value(
+                "gort.goroutine.blocked.time.estimated",
+                Some("chan receive")
+            ),
+            0.25
+        );
+        assert_eq!(
+            value(
+                "gort.goroutine.site.blocked.estimated",
+                Some("chan receive")
+            ),
+            0.5
+        );
+        assert_eq!(value("gort.goroutines.created.estimated", None), 48.0);
+        assert_eq!(value("gort.goroutines.exited.estimated", None), 40.5);
+        assert_eq!(value("gort.http.requests.estimated", None), 20.0);
+        assert_eq!(
+            value("gort.http.request.blocks.estimated", Some("IO wait")),
+            60.0
+        );
+        assert_eq!(
+            value("gort.http.request.blocked.estimated", Some("IO wait")),
+            1.5
+        );
+        assert_eq!(value("gort.sampling.ratio", None), 0.25);
+    }
+
+    fn one_process_view() -> MetricsView {
         let mut h = DurationHistogram::default();
         for ns in [500, 1_000, 3_000_000, 200_000_000_000] {
             h.record(ns);
@@ -757,18 +977,17 @@ mod tests {
             panics: None,
             requests: None,
         };
-        let view = MetricsView {
+        MetricsView {
             processes: vec![p],
             lost: vec![],
             probe_stats: vec![],
             unattributed: 0,
             sampling: None,
             export: vec![],
-        };
-        let decoded =
-            ExportMetricsServiceRequest::decode(&metrics(&view, "n", 9).encode_to_vec()[..])
-                .unwrap();
-        let ms = &decoded.resource_metrics[0].scope_metrics[0].metrics;
+        }
+    }
+
+    fn histograms_checked(ms: &[Metric]) {
         let by_name = |n: &str| ms.iter().find(|m| m.name == n).unwrap();
         let Some(metric::Data::Histogram(hist)) = &by_name("gort.goroutine.block.duration").data
         else {
