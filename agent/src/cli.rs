@@ -147,10 +147,12 @@ pub struct RunOptions {
     pub node_name: Option<String>,
 
     /// Keep what gort costs the host (its probe hits in the targets plus its own CPU) under
-    /// this share of the host's CPU, e.g. `2%`, by attaching the probes for part of each
-    /// sampling period; totals are then also reported as estimates (`*_estimated_total`) and
-    /// the share in force as `gort_sampling_ratio`. Under --exe and --all the probes of every
-    /// process go in and out together, and the targets' CPU is theirs together.
+    /// this share of the host's CPU, e.g. `2%`: everything is measured while the cost is
+    /// under it; over it, the probes are attached for part of each sampling period. Counts
+    /// are then also reported as estimates (`*_estimated_total`, equal to the counts while
+    /// all is measured) and the share in force as `gort_sampling_ratio`. Under --exe and
+    /// --all the probes of every process go in and out together, and the targets' CPU is
+    /// theirs together.
     #[arg(long, value_parser = crate::budget::parse_share, env = "GORT_OVERHEAD_BUDGET")]
     pub overhead_budget: Option<f64>,
 
