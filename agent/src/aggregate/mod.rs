@@ -805,17 +805,20 @@ impl State {
         let Some(planned) = self.sampling.map(|s| s.window) else {
             return;
         };
-        let weight = if planned.window_ns < planned.period_ns {
+        let (o, weight) = if planned.window_ns < planned.period_ns {
             match self.window.record(o) {
                 Ok(()) => return,
                 // Too many to hold: weighed at once, with the planned window.
-                Err(o) => (planned.weight(o.length_ns), o),
+                Err(o) => {
+                    let weight = planned.weight(o.length_ns);
+                    (o, weight)
+                }
             }
         } else {
-            (1.0, o)
+            (o, 1.0)
         };
-        if let Some(p) = self.processes.get_mut(&weight.1.pid) {
-            p.estimates.add(&weight.1, weight.0);
+        if let Some(p) = self.processes.get_mut(&o.pid) {
+            p.estimates.add(&o, weight);
         }
     }
 
