@@ -61,7 +61,7 @@ pub struct EstimateMetrics {
     pub requests: Option<(f64, Vec<ReasonEstimate>)>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ProcessMetrics {
     pub pid: u32,
     pub service: String,
@@ -109,7 +109,7 @@ pub struct RequestCounts {
     pub blocked: Vec<(String, u64, u64)>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ReasonMetrics {
     pub reason: String,
     pub histogram: DurationHistogram,

@@ -363,6 +363,7 @@ mod tests {
             unix_ns: secs * 1_000_000_000,
             processes,
             events_lost: 0,
+            sampling_ratio: None,
         }
     }
 

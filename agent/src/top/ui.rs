@@ -37,8 +37,13 @@ fn header(m: &Model) -> Line<'static> {
         Some(e) => format!(" — {e}"),
         None => String::new(),
     };
+    // Under a budget that samples, the rates are estimates.
+    let sampling = match m.current.sampling_ratio {
+        Some(r) if r < 1.0 => format!(" — sampled: probes in {:.0} %, estimates", r * 100.0),
+        _ => String::new(),
+    };
     Line::from(format!(
-        "gort top — {} processes — sort: {}{} — events lost {}{status}",
+        "gort top — {} processes — sort: {}{} — events lost {}{sampling}{status}",
         m.current.processes.len(),
         m.sort.name(),
         if m.filter.is_empty() && !m.editing_filter {
