@@ -50,17 +50,23 @@ fn run(go_version: &str, protocol: &str) -> Result<()> {
     let pod = (protocol == "grpc")
         .then(|| PodCgroup::enter(program.pid, POD_UID, CONTAINER_ID))
         .transpose()?;
+    let mut args = vec![
+        "--pid",
+        &pid,
+        "--otlp-endpoint",
+        &endpoint,
+        "--otlp-protocol",
+        protocol,
+        "--otlp-header",
+        "x-tenant=t1",
+    ];
+    // Over gRPC, under a budget it stays within: the estimates ride along, equal to the counts.
+    let budgeted = protocol == "grpc";
+    if budgeted {
+        args.extend(["--overhead-budget", "100%"]);
+    }
     let gort = Gort::start_with_env(
-        &[
-            "--pid",
-            &pid,
-            "--otlp-endpoint",
-            &endpoint,
-            "--otlp-protocol",
-            protocol,
-            "--otlp-header",
-            "x-tenant=t1",
-        ],
+        &args,
         &[
             // Over HTTP, every 10 minutes: the only metrics export is the one at shutdown.
             (
@@ -338,6 +344,25 @@ fn run(go_version: &str, protocol: &str) -> Result<()> {
             got == want,
             "{otlp}{{{reason}}}: OTLP {got:?}, /metrics {want:?}"
         );
+    }
+    if budgeted {
+        ensure!(
+            value("gort.http.requests.estimated", "", "") == Some(REQUESTS as f64),
+            "gort.http.requests.estimated {:?}",
+            point("gort.http.requests.estimated", "", "")
+        );
+        for reason in ["sleep", "chan receive"] {
+            let want = prom.get(
+                "gort_goroutine_blocks_estimated_total",
+                &[("pid", &pid), ("reason", reason)],
+            );
+            let got = value("gort.goroutine.blocks.estimated", "go.wait.reason", reason);
+            ensure!(
+                want.is_some() && got == want,
+                "estimated {reason}: OTLP {got:?}, /metrics {want:?}"
+            );
+        }
+        ensure!(value("gort.sampling.ratio", "", "") == Some(1.0));
     }
     let user = value("go.goroutine.count", "gort.goroutine.kind", "user");
     let want_user = prom.get("gort_goroutines", &[("pid", &pid), ("kind", "user")]);
