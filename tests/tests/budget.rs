@@ -66,6 +66,9 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// Which series of a panel's query count.
+type SeriesFilter = dyn Fn(&serde_json::Value) -> bool;
+
 /// The sum of the series of the query of the dashboard panel `title` (its `target`-th
 /// target), as Grafana would show it at `at` with a rate window of `window_ms`.
 fn panel_value(
@@ -74,7 +77,7 @@ fn panel_value(
     target: usize,
     window_ms: u64,
     at: f64,
-    keep: impl Fn(&serde_json::Value) -> bool,
+    keep: &SeriesFilter,
 ) -> Result<f64> {
     let dashboard = gort_dashboard()?;
     let queries = dashboard_queries(&dashboard);
@@ -247,64 +250,39 @@ fn budget_holds(mode: Mode) -> Result<()> {
         std::thread::sleep(Duration::from_millis(1500));
         let window_ms = ((u9 - u1) * 1000.0) as u64;
         let at = u9 + 1.2;
-        let reason_is = |names: &'static [&'static str]| {
-            move |l: &serde_json::Value| names.iter().any(|n| l["reason"] == *n)
-        };
+        // (panel, its target, the series that count, the program's rate).
+        let channel =
+            |l: &serde_json::Value| l["reason"] == "chan receive" || l["reason"] == "chan send";
         let all = |_: &serde_json::Value| true;
-        for (title, target, rate, truth) in [
+        let goroutines = SPAWN as f64 * 1000.0 + 1000.0 / REQUEST_EVERY_MS as f64;
+        let panels: [(&str, usize, &SeriesFilter, f64); 4] = [
             (
                 "Parks per second by wait reason",
                 0,
-                panel_value(
-                    prometheus,
-                    "Parks per second by wait reason",
-                    0,
-                    window_ms,
-                    at,
-                    reason_is(&["chan receive", "chan send"]),
-                )?,
+                &channel,
                 2.0 * BURST as f64 * 1000.0,
             ),
             (
                 "Goroutines created and exited per second",
                 0,
-                panel_value(
-                    prometheus,
-                    "Goroutines created and exited per second",
-                    0,
-                    window_ms,
-                    at,
-                    all,
-                )?,
-                SPAWN as f64 * 1000.0 + 1000.0 / REQUEST_EVERY_MS as f64,
+                &all,
+                goroutines,
             ),
             (
                 "Goroutines created and exited per second",
                 1,
-                panel_value(
-                    prometheus,
-                    "Goroutines created and exited per second",
-                    1,
-                    window_ms,
-                    at,
-                    all,
-                )?,
-                SPAWN as f64 * 1000.0 + 1000.0 / REQUEST_EVERY_MS as f64,
+                &all,
+                goroutines,
             ),
             (
                 "HTTP requests per second",
                 0,
-                panel_value(
-                    prometheus,
-                    "HTTP requests per second",
-                    0,
-                    window_ms,
-                    at,
-                    all,
-                )?,
+                &all,
                 1000.0 / REQUEST_EVERY_MS as f64,
             ),
-        ] {
+        ];
+        for (title, target, keep, truth) in panels {
+            let rate = panel_value(prometheus, title, target, window_ms, at, keep)?;
             eprintln!("dashboard {title:?} #{target}: {rate:.0}/s, truth {truth:.0}/s");
             ensure!(
                 (rate / truth - 1.0).abs() <= 0.20,

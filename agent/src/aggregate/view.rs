@@ -61,6 +61,24 @@ pub struct EstimateMetrics {
     pub requests: Option<(f64, Vec<ReasonEstimate>)>,
 }
 
+#[cfg(test)]
+impl EstimateMetrics {
+    /// One of each, for the exporters' tests.
+    pub fn example() -> EstimateMetrics {
+        EstimateMetrics {
+            by_reason: vec![("chan receive".into(), 8.5, 0.25)],
+            by_site: vec![(
+                "chan receive".into(),
+                "main.wait main.go:9".into(),
+                4.0,
+                0.5,
+            )],
+            lifecycle: Some((48.0, 40.5)),
+            requests: Some((20.0, vec![("IO wait".into(), 60.0, 1.5)])),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ProcessMetrics {
     pub pid: u32,

@@ -10,7 +10,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::aggregate::view::MetricsView;
+use crate::aggregate::view::{MetricsView, ProcessMetrics, ReasonEstimate};
 
 /// The content type of what [`encode`] writes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -98,7 +98,7 @@ type Labels = Vec<(&'static str, String)>;
 /// A process's labels: `pid`, `service`, and where known its container and Kubernetes pod
 /// (`container_id`, `k8s_namespace`, `k8s_pod`, `k8s_container`), then `extra`.
 fn process_labels<const N: usize>(
-    p: &crate::aggregate::view::ProcessMetrics,
+    p: &ProcessMetrics,
     extra: [(&'static str, String); N],
 ) -> Labels {
     let c = &p.container;
@@ -511,31 +511,38 @@ impl Collector for ViewCollector {
                 }
                 Ok(())
             };
-            let by_reason = |secs: bool| {
+            // Each process's (reason, parks, seconds) list, as series of parks or seconds.
+            let per_reason = |list: fn(&ProcessMetrics) -> &[ReasonEstimate], secs: bool| {
                 view.processes
                     .iter()
                     .flat_map(|p| {
-                        p.estimates.by_reason.iter().map(move |(reason, n, s)| {
+                        list(p).iter().map(move |(reason, n, s)| {
                             let labels = process_labels(p, [("reason", reason.clone())]);
                             (labels, if secs { *s } else { *n })
                         })
                     })
                     .collect::<Vec<_>>()
             };
+            fn parks(p: &ProcessMetrics) -> &[ReasonEstimate] {
+                &p.estimates.by_reason
+            }
+            fn in_requests(p: &ProcessMetrics) -> &[ReasonEstimate] {
+                p.estimates.requests.as_ref().map_or(&[], |r| &r.1)
+            }
             estimated(
                 "gort_goroutine_blocks_estimated",
                 "Under --overhead-budget: parks estimated from the sampled ones (each weighted \
                  by the inverse of its chance to be seen whole), by wait reason. An estimate; \
                  gort_goroutine_blocks_total counts the parks seen.",
                 None,
-                by_reason(false),
+                per_reason(parks, false),
             )?;
             estimated(
                 "gort_goroutine_blocked_estimated",
                 "Under --overhead-budget: blocked time estimated from the sampled parks, by wait \
                  reason. An estimate.",
                 Some(&Unit::Seconds),
-                by_reason(true),
+                per_reason(parks, true),
             )?;
             let by_site = |secs: bool| {
                 view.processes
@@ -599,31 +606,19 @@ impl Collector for ViewCollector {
                     .filter_map(|p| Some((process_labels(p, []), p.estimates.requests.as_ref()?.0)))
                     .collect(),
             )?;
-            let in_requests = |secs: bool| {
-                view.processes
-                    .iter()
-                    .flat_map(|p| {
-                        let blocked = p.estimates.requests.iter().flat_map(|r| &r.1);
-                        blocked.map(move |(reason, n, s)| {
-                            let labels = process_labels(p, [("reason", reason.clone())]);
-                            (labels, if secs { *s } else { *n })
-                        })
-                    })
-                    .collect::<Vec<_>>()
-            };
             estimated(
                 "gort_http_request_blocks_estimated",
                 "Under --overhead-budget: gort_http_request_blocks_total estimated from the \
                  requests seen whole.",
                 None,
-                in_requests(false),
+                per_reason(in_requests, false),
             )?;
             estimated(
                 "gort_http_request_blocked_estimated",
                 "Under --overhead-budget: gort_http_request_blocked_seconds_total estimated \
                  from the requests seen whole.",
                 Some(&Unit::Seconds),
-                in_requests(true),
+                per_reason(in_requests, true),
             )?;
             for (name, help, value) in [
                 (
@@ -772,17 +767,7 @@ mod tests {
             trap_cost_seconds: 3e-6,
             periods: 7,
         });
-        view.processes[0].estimates = crate::aggregate::view::EstimateMetrics {
-            by_reason: vec![("chan receive".into(), 8.5, 0.25)],
-            by_site: vec![(
-                "chan receive".into(),
-                "main.wait main.go:9".into(),
-                4.0,
-                0.5,
-            )],
-            lifecycle: Some((48.0, 40.5)),
-            requests: Some((20.0, vec![("IO wait".into(), 60.0, 1.5)])),
-        };
+        view.processes[0].estimates = crate::aggregate::view::EstimateMetrics::example();
         let text = encode(view);
         let p = r#"pid="42",service="checkout""#;
         for line in [

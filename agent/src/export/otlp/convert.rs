@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::{
 use crate::aggregate::{
     histogram::DurationHistogram,
     requests::RequestRecord,
-    view::{MetricsView, ProcessMetrics, SamplingMetrics},
+    view::{MetricsView, ProcessMetrics, ReasonEstimate, SamplingMetrics},
 };
 use crate::target::process::ContainerIdentity;
 
@@ -582,9 +582,9 @@ fn estimated_metrics(
     let attr = |k: &str, v: &str| kv(k, any_value::Value::StringValue(v.to_string()));
     let double = number_data_point::Value::AsDouble;
     let e = &p.estimates;
-    let by_reason = |secs: bool| {
-        e.by_reason
-            .iter()
+    // (reason, parks, seconds) as points of parks or of seconds.
+    let per_reason = |list: &[ReasonEstimate], secs: bool| {
+        list.iter()
             .map(|(r, n, s)| {
                 point(
                     vec![attr("go.wait.reason", r)],
@@ -597,13 +597,13 @@ fn estimated_metrics(
         "gort.goroutine.blocks.estimated",
         "{park}",
         "Under --overhead-budget: gort.goroutine.blocks estimated from the sampled parks.",
-        by_reason(false),
+        per_reason(&e.by_reason, false),
     ));
     out.push(counter(
         "gort.goroutine.blocked.time.estimated",
         "s",
         "Under --overhead-budget: gort.goroutine.blocked.time estimated from the sampled parks.",
-        by_reason(true),
+        per_reason(&e.by_reason, true),
     ));
     let by_site = |secs: bool| {
         e.by_site
@@ -649,28 +649,17 @@ fn estimated_metrics(
             "Under --overhead-budget: HTTP requests served, estimated.",
             vec![point(vec![], double(*requests))],
         ));
-        let in_requests = |secs: bool| {
-            blocked
-                .iter()
-                .map(|(r, n, s)| {
-                    point(
-                        vec![attr("go.wait.reason", r)],
-                        double(if secs { *s } else { *n }),
-                    )
-                })
-                .collect()
-        };
         out.push(counter(
             "gort.http.request.blocks.estimated",
             "{park}",
             "Under --overhead-budget: gort.http.request.blocks estimated.",
-            in_requests(false),
+            per_reason(blocked, false),
         ));
         out.push(counter(
             "gort.http.request.blocked.estimated",
             "s",
             "Under --overhead-budget: gort.http.request.blocked estimated.",
-            in_requests(true),
+            per_reason(blocked, true),
         ));
     }
     out.push(gauge(
@@ -862,17 +851,7 @@ mod tests {
             trap_cost_seconds: 3e-6,
             periods: 3,
         });
-        view.processes[0].estimates = crate::aggregate::view::EstimateMetrics {
-            by_reason: vec![("chan receive".into(), 8.5, 0.25)],
-            by_site: vec![(
-                "chan receive".into(),
-                "main.wait main.go:9".into(),
-                4.0,
-                0.5,
-            )],
-            lifecycle: Some((48.0, 40.5)),
-            requests: Some((20.0, vec![("IO wait".into(), 60.0, 1.5)])),
-        };
+        view.processes[0].estimates = crate::aggregate::view::EstimateMetrics::example();
         let decoded =
             ExportMetricsServiceRequest::decode(&metrics(&view, "n", 9).encode_to_vec()[..])
                 .unwrap();
