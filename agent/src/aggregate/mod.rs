@@ -950,7 +950,7 @@ impl State {
         let Some(p) = self.process_for(e.binary as u32, e.pid, e.ns) else {
             return;
         };
-        if e.created {
+        let counted = if e.created {
             p.blocking.on_created(
                 e.goid,
                 e.g,
@@ -960,21 +960,24 @@ impl State {
                 },
                 e.ns,
                 &limits,
-            );
+            )
         } else {
-            p.blocking.on_exited(e.goid, e.ns, &limits);
             p.requests.abandon(e.goid);
+            p.blocking.on_exited(e.goid, e.ns, &limits)
+        };
+        // A probe that fired twice counts once, in the estimates too.
+        if counted {
+            self.observe(sampling::Observation {
+                pid: e.pid,
+                length_ns: 0,
+                end_ns: e.ns,
+                seen: if e.created {
+                    sampling::Seen::Created
+                } else {
+                    sampling::Seen::Exited
+                },
+            });
         }
-        self.observe(sampling::Observation {
-            pid: e.pid,
-            length_ns: 0,
-            end_ns: e.ns,
-            seen: if e.created {
-                sampling::Seen::Created
-            } else {
-                sampling::Seen::Exited
-            },
-        });
     }
 
     fn apply_gc(&mut self, e: GcProbeEvent) {

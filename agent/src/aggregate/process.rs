@@ -400,7 +400,7 @@ impl ProcessBlocking {
     /// A uprobe can fire twice for one execution: when a signal (Go preempts goroutines with
     /// SIGURG) interrupts the single-step of the probed instruction, the kernel restarts it
     /// and the probe fires again (kernel/events/uprobes.c `handle_singlestep`). So a second
-    /// creation or exit of one goroutine is not counted again.
+    /// creation or exit of one goroutine is not counted again. Whether it counted.
     pub fn on_created(
         &mut self,
         goid: u64,
@@ -408,7 +408,7 @@ impl ProcessBlocking {
         origin: Origin,
         now_ns: u64,
         limits: &Retention,
-    ) {
+    ) -> bool {
         if let Some(gr) = self.goroutines.get_mut(&goid) {
             if !gr.created_seen {
                 // Its first park was drained before its creation. The probe read the origin
@@ -416,27 +416,29 @@ impl ProcessBlocking {
                 gr.created_seen = true;
                 self.created_total += 1;
                 gr.origin = Some(origin);
+                return true;
             }
-            return;
+            return false;
         }
         self.created_total += 1;
         if self.goroutines.len() - self.exited.len() >= limits.max_goroutines {
             self.untracked_goroutines += 1;
             self.untracked_live += 1;
-            return;
+            return true;
         }
         let mut gr = Goroutine::new(goid, g, now_ns);
         gr.origin = Some(origin);
         gr.created_seen = true;
         self.goroutines.insert(goid, gr);
+        true
     }
 
     /// A goroutine exited (`runtime.goexit1` ran on it); a second exit is a probe firing
-    /// twice (see [`ProcessBlocking::on_created`]).
-    pub fn on_exited(&mut self, goid: u64, now_ns: u64, limits: &Retention) {
+    /// twice (see [`ProcessBlocking::on_created`]). Whether it counted.
+    pub fn on_exited(&mut self, goid: u64, now_ns: u64, limits: &Retention) -> bool {
         match self.goroutines.get_mut(&goid) {
             Some(gr) => match gr.state {
-                GoroutineState::Exited { seen: true, .. } => {}
+                GoroutineState::Exited { seen: true, .. } => return false,
                 GoroutineState::Exited { seen: false, .. } => {
                     // Found dead in memory first; the probe's word is final.
                     self.exited_total += 1;
@@ -467,6 +469,7 @@ impl ProcessBlocking {
                 self.untracked_live = self.untracked_live.saturating_sub(1);
             }
         }
+        true
     }
 
     /// Live goroutines: (the runtime's own, the rest), classifying each by where it started.
