@@ -1,5 +1,6 @@
 //! `--overhead-budget`: keeps what gort costs the host (the targets' extra CPU under its
-//! probes, and its own CPU) within a share of the host's CPU by sampling in time. Each period
+//! probes, and its own CPU) within a share of the host's CPU by sampling in time. It starts
+//! with the probes in, checking the cost every second; once over the budget, each period
 //! the probes are attached for a window at its start and taken out for the rest; what a
 //! period cost is measured, not assumed, and sets the next window:
 //!
