@@ -456,7 +456,7 @@ pub async fn run_until(
                 }
             }
             _ = resync.tick(), if sampler.as_ref().is_some_and(Sampler::probes_out) => {
-                handle.resync().await;
+                handle.refresh().await;
             }
             _ = rescan.tick(), if fleet.is_some() => {
                 let Some(fleet) = &mut fleet else { continue };

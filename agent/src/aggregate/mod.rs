@@ -123,9 +123,11 @@ pub struct SamplingStatus {
 pub enum Query {
     /// The sampling for the period that begins.
     Sampling(SamplingStatus),
-    /// The probes are out (time sampling) or back after a pause: the goroutines' states are
-    /// read from memory (what happened meanwhile went unseen).
-    Resync,
+    /// The probes are out (time sampling; `while_out`) or back after a pause: the
+    /// goroutines' states are read from memory (what happened meanwhile went unseen).
+    Resync {
+        while_out: bool,
+    },
     /// `gort run --all` attached to a process: start tracking it now (walk its goroutines).
     Attached {
         pid: u32,
@@ -197,10 +199,16 @@ impl QueryHandle {
         let _ = self.0.send(Query::Sampling(status)).await;
     }
 
-    /// The probes are out, or were and are back: the goroutines' states are read anew from
-    /// memory (goroutine counts, parked goroutines and leak groups stay current).
+    /// The probes were out and are back: the goroutines' states are read anew from memory.
     pub async fn resync(&self) {
-        let _ = self.0.send(Query::Resync).await;
+        let _ = self.0.send(Query::Resync { while_out: false }).await;
+    }
+
+    /// The probes are out: the goroutines' states are read from memory, so that goroutine
+    /// counts, parked goroutines and leak groups stay current; skipped while the last
+    /// reading's cost says it is too soon.
+    pub async fn refresh(&self) {
+        let _ = self.0.send(Query::Resync { while_out: true }).await;
     }
 
     pub async fn goroutines(&self, pid: Option<u32>) -> Option<Vec<view::GoroutineView>> {
@@ -638,6 +646,9 @@ pub struct State {
     pub sampling: Option<SamplingStatus>,
     /// The parks of the current sampled window, weighed when it ends.
     window: sampling::OpenWindow,
+    /// While the probes are out, no reading of the goroutines from memory before this
+    /// (CLOCK_MONOTONIC ns).
+    next_refresh_ns: u64,
     /// Where `--events` records go.
     pub events: Option<EventsSender>,
     /// Where spans go, and what the OTLP exporter could not send.
@@ -659,6 +670,9 @@ enum Filing {
 /// Goroutines not parked and without events for this long get checked for exit.
 const EXIT_CHECK_QUIET_NS: u64 = 2_000_000_000;
 const SWEEP_EVERY_NS: u64 = 2_000_000_000;
+/// While the probes are out, a reading of the goroutines from memory waits this many times
+/// what the last one took (at most 2 % of a CPU).
+const REFRESH_COST_FACTOR: u64 = 50;
 
 impl State {
     pub fn new(settings: Settings, binaries: Binaries, agent_drops: Arc<AgentDrops>) -> State {
@@ -672,6 +686,7 @@ impl State {
             pending_execs: HashMap::new(),
             sampling: None,
             window: sampling::OpenWindow::default(),
+            next_refresh_ns: 0,
             events: None,
             otlp: None,
             export_stats: None,
@@ -1261,14 +1276,21 @@ impl Aggregator {
         let now = monotonic_ns();
         match q {
             Query::Sampling(status) => self.state.set_sampling(status),
-            Query::Resync => {
+            Query::Resync { while_out } => {
                 let now = monotonic_ns();
+                if while_out && now < self.state.next_refresh_ns {
+                    return;
+                }
                 let limits = self.state.settings.retention;
                 for p in self.state.processes.values_mut() {
                     if p.exited_ns.is_none() {
                         p.resync(now, &limits);
                     }
                 }
+                // Standing in for the probes costs gort at most 2 % of a CPU (a walk of
+                // 100,000 goroutines takes a good part of a second).
+                let spent = monotonic_ns().saturating_sub(now);
+                self.state.next_refresh_ns = now + spent.saturating_mul(REFRESH_COST_FACTOR);
             }
             Query::Attached {
                 pid,
