@@ -78,6 +78,20 @@ pub struct Counters {
     pub agent_cpu_ns: u64,
     /// The targets' CPU time, ns.
     pub target_cpu_ns: u64,
+    /// The targets' progress: the runtime's own count of scheduling events (its
+    /// scheduling-latency histogram; proportional to parks), read from memory with the
+    /// probes in or out. 0 where it cannot be read.
+    pub progress: u64,
+}
+
+/// Scheduling events the quiet part of a period must count for its rate to be a yardstick.
+const MIN_PROGRESS_EVENTS: u64 = 200;
+
+/// Progress the targets lost to the probes in one period, in CPU-seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LostProgress {
+    in_window: f64,
+    settling: f64,
 }
 
 /// What the last period cost, in CPU-seconds per second of period.
@@ -273,8 +287,12 @@ impl Sampler {
                     .saturating_sub(self.at_quiet_start.target_cpu_ns),
             ) / quiet
         });
-        // A hit's cost in the targets: their CPU above their own while the probes were in,
-        // per hit then (enough hits for it to tell).
+        // A target that runs flat out cannot use more CPU under the probes: their cost shows as
+        // lost progress instead. What the window and the settling lost against the quiet rate,
+        // in CPU-seconds of the target's.
+        let lost = own.and_then(|own| self.lost_progress(now_ns, c, own));
+        // A hit's cost in the targets: their CPU above their own while the probes were in, or
+        // the progress they lost then, whichever is more, per hit (enough hits to tell).
         if let (Some(own), Some(end_ns)) = (own, self.window_end_ns) {
             let in_window = secs(end_ns.saturating_sub(self.period_start_ns));
             let window_hits = self.at_window_end.hits.saturating_sub(start.hits);
@@ -284,7 +302,9 @@ impl Sampler {
                     .saturating_sub(start.target_cpu_ns),
             );
             if window_hits >= 1_000 && in_window > 0.0 {
-                let measured = (used - own * in_window).max(0.0) / window_hits as f64 * 1e9;
+                let extra = (used - own * in_window).max(0.0);
+                let cost = extra.max(lost.map_or(0.0, |l| l.in_window));
+                let measured = cost / window_hits as f64 * 1e9;
                 let was = self.settings.trap_cost_ns as f64;
                 let next = if self.periods == 0 {
                     measured
@@ -299,7 +319,9 @@ impl Sampler {
         let agent = secs(c.agent_cpu_ns.saturating_sub(start.agent_cpu_ns)) / period;
         let target_extra = own.map(|own| {
             let used = secs(c.target_cpu_ns.saturating_sub(start.target_cpu_ns));
-            (used - own * period).max(0.0) / period
+            let extra = (used - own * period).max(0.0) / period;
+            // The larger of the two measures: extra CPU, or progress lost.
+            extra.max(lost.map_or(0.0, |l| (l.in_window + l.settling) / period))
         });
         if let Some(extra) = target_extra {
             // What the hits do not explain is the cycle's.
@@ -320,6 +342,41 @@ impl Sampler {
         });
         self.periods += 1;
         self.plan(hits_full, agent);
+    }
+
+    /// Progress lost while the probes were in and while the targets settled after, against
+    /// the rate while quiet, as CPU-seconds of targets using `own` CPU-s/s (enough scheduling
+    /// events for the rates to tell; None otherwise, or when the probes were never out).
+    fn lost_progress(&self, now_ns: u64, c: Counters, own: f64) -> Option<LostProgress> {
+        let secs = |ns: u64| ns as f64 / 1e9;
+        let end_ns = self.window_end_ns?;
+        let quiet = secs(now_ns.saturating_sub(self.quiet_start_ns));
+        let quiet_events = c.progress.saturating_sub(self.at_quiet_start.progress);
+        if self.phase != Phase::Quiet || quiet < 0.2 || quiet_events < MIN_PROGRESS_EVENTS {
+            return None;
+        }
+        let rate = quiet_events as f64 / quiet;
+        let lost = |events: u64, seconds: f64| {
+            let share = (1.0 - events as f64 / (rate * seconds)).clamp(0.0, 1.0);
+            own * share * seconds
+        };
+        let in_window = secs(end_ns.saturating_sub(self.period_start_ns));
+        let settling = secs(self.quiet_start_ns.saturating_sub(end_ns));
+        let start = self.at_period_start.progress;
+        Some(LostProgress {
+            in_window: (in_window > 0.0)
+                .then(|| lost(self.at_window_end.progress.saturating_sub(start), in_window))?,
+            settling: if settling > 0.0 {
+                lost(
+                    self.at_quiet_start
+                        .progress
+                        .saturating_sub(self.at_window_end.progress),
+                    settling,
+                )
+            } else {
+                0.0
+            },
+        })
     }
 
     /// Window and period for the next period: `ratio × hits_full + (cycle + agent × period)
@@ -422,11 +479,58 @@ mod tests {
             hits,
             agent_cpu_ns: agent_ms * MS,
             target_cpu_ns: target_ms * MS,
+            progress: 0,
         }
     }
 
-    /// A target using 100 ms/s of its own, hit 40,000 times a second while the probes are in
-    /// (10 µs each: 0.4 CPU-s/s), and 200 ms of extra CPU per attach/detach cycle.
+    fn cp(hits: u64, target_ms: u64, progress: u64) -> Counters {
+        Counters {
+            progress,
+            ..c(hits, 0, target_ms)
+        }
+    }
+
+    /// A target flat out on one CPU whether probed or not (a closed loop): the probes cost
+    /// it no CPU it can show, but progress: 22 % of its quiet rate while they are in, half
+    /// while it settles after. That lost progress is their cost.
+    #[test]
+    fn lost_progress_is_the_cost_of_a_target_flat_out() {
+        let run = |window_events: u64, settling_events: u64| {
+            let mut s = sampled_from(0, cp(0, 0, 0));
+            assert_eq!(
+                s.switch(S, cp(40_000, 1_000, window_events)),
+                Switch::Suspend
+            );
+            let settled = window_events + settling_events;
+            assert_eq!(
+                s.switch(S + 1_500 * MS, cp(40_000, 2_500, settled)),
+                Switch::Settled
+            );
+            // Quiet 7.5 s at 10,000 events a second.
+            assert_eq!(
+                s.switch(10 * S, cp(40_000, 10_000, settled + 75_000)),
+                Switch::Resume
+            );
+            s
+        };
+        let s = run(2_200, 7_500);
+        // In the window 78 % of a CPU-second lost over 40,000 hits: 19.5 µs a hit.
+        assert_eq!(s.settings.trap_cost_ns, 19_500);
+        let cost = s.last.unwrap();
+        // 0.78 + 0.75 CPU-s lost over the 10 s period; the settling's is the cycle's.
+        assert!(
+            (cost.target_extra.unwrap() - 0.153).abs() < 1e-9,
+            "{cost:?}"
+        );
+        assert!((cost.cycle - 0.75).abs() < 1e-9, "{cost:?}");
+        assert!(s.period > Duration::from_secs(10), "{:?}", s.period);
+
+        // The same target keeping its pace: the CPU says all there is.
+        let s = run(10_000, 15_000);
+        assert_eq!(s.settings.trap_cost_ns, 10_000);
+        assert_eq!(s.last.unwrap().target_extra, Some(0.0));
+    }
+
     /// A sampler in a period sampled at 10 % (as after a period over the budget).
     fn sampled_from(now_ns: u64, counters: Counters) -> Sampler {
         let mut s = Sampler::new(settings(), now_ns, counters);
@@ -448,6 +552,8 @@ mod tests {
         assert!(s.ratio < 0.2, "{}", s.ratio);
     }
 
+    /// A target using 100 ms/s of its own, hit 40,000 times a second while the probes are in
+    /// (10 µs each: 0.4 CPU-s/s), and 200 ms of extra CPU per attach/detach cycle.
     #[test]
     fn the_window_follows_the_measured_cost() {
         let mut s = sampled_from(0, c(0, 0, 0));

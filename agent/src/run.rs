@@ -309,6 +309,8 @@ pub async fn run_until(
     // process's of --all, switched together.
     let mut sampler = None;
     let mut target_cpu = TargetCpu::default();
+    // The same sum for the runtimes' counts of scheduling events (`Counters::progress`).
+    let mut target_progress = TargetCpu::default();
     if let Some(settings) = budget {
         eprintln!(
             "gort: one uprobe hit costs {:.1} µs here (and a removed uprobe fires for {:?} \
@@ -320,7 +322,14 @@ pub async fn run_until(
             settings.cpus,
             settings.period
         );
-        let counters = budget_counters(&agent_drops, &mut target_cpu, &want, fleet.as_ref());
+        let progress = (&mut target_progress, handle.progress().await);
+        let counters = budget_counters(
+            &agent_drops,
+            &mut target_cpu,
+            progress,
+            &want,
+            fleet.as_ref(),
+        );
         let s = Sampler::new(settings, monotonic_ns(), counters);
         handle.sampling(sampling_status(&s)).await;
         sampler = Some(s);
@@ -411,7 +420,9 @@ pub async fn run_until(
             }
             _ = sampling_due(&sampler) => {
                 let Some(s) = &mut sampler else { continue };
-                let counters = budget_counters(&agent_drops, &mut target_cpu, &want, fleet.as_ref());
+                let progress = (&mut target_progress, handle.progress().await);
+                let counters =
+                    budget_counters(&agent_drops, &mut target_cpu, progress, &want, fleet.as_ref());
                 let switch = s.switch(monotonic_ns(), counters);
                 log::debug!(
                     "sampling: {switch:?}; last period {:?}; ratio {:.3} of {:?}",
@@ -518,6 +529,7 @@ fn sampling_status(s: &Sampler) -> SamplingStatus {
 fn budget_counters(
     drops: &AgentDrops,
     target_cpu: &mut TargetCpu,
+    progress: (&mut TargetCpu, Vec<(u32, u64)>),
     want: &Want,
     fleet: Option<&Fleet>,
 ) -> Counters {
@@ -530,10 +542,12 @@ fn budget_counters(
     let readings = pids
         .into_iter()
         .filter_map(|pid| Some((pid, process::cpu_time_ns(pid)?)));
+    let (progress, counts) = progress;
     Counters {
         hits: drops.probe_hits(),
         agent_cpu_ns: own_cpu_ns(),
         target_cpu_ns: target_cpu.read(readings),
+        progress: progress.read(counts),
     }
 }
 
