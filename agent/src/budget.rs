@@ -422,17 +422,18 @@ pub fn parse_share(s: &str) -> Result<f64, String> {
     Ok(pct / 100.0)
 }
 
-/// The targets' CPU time as one counter that only grows, though targets come and go (`--exe`,
-/// `--all`): each reading adds what every process used since the one before; a process seen
-/// for the first time adds what it used since it started, one gone adds nothing more.
+/// A per-process counter (CPU time, scheduling events) summed over the targets as one counter
+/// that only grows, though targets come and go (`--exe`, `--all`): each reading adds what
+/// every process counted since the one before; a process seen for the first time adds what
+/// it counted since it started, one gone adds nothing more.
 #[derive(Debug, Default)]
-pub struct TargetCpu {
+pub struct TargetTotal {
     last: HashMap<u32, u64>,
     total: u64,
 }
 
-impl TargetCpu {
-    /// Adds `readings` (pid, CPU time in ns so far); returns the total.
+impl TargetTotal {
+    /// Adds `readings` (pid, its counter so far); returns the total.
     pub fn read(&mut self, readings: impl IntoIterator<Item = (u32, u64)>) -> u64 {
         let mut now = HashMap::with_capacity(self.last.len());
         for (pid, ns) in readings {
@@ -452,7 +453,7 @@ mod tests {
 
     #[test]
     fn target_cpu_only_grows_as_processes_come_and_go() {
-        let mut cpu = TargetCpu::default();
+        let mut cpu = TargetTotal::default();
         assert_eq!(cpu.read([(1, 100), (2, 50)]), 150);
         // 1 used 20 more, 2 exited, 3 started having used 5.
         assert_eq!(cpu.read([(1, 120), (3, 5)]), 175);

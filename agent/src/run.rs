@@ -15,7 +15,7 @@ use crate::{
         Aggregator, AttachedBinary, Binaries, SamplingStatus, Settings, State, leaks::LeakSettings,
         process::Retention, sampling::SamplingWindow,
     },
-    budget::{BudgetSettings, Counters, Sampler, Switch, TargetCpu},
+    budget::{BudgetSettings, Counters, Sampler, Switch, TargetTotal},
     cli::RunOptions,
     collect::{AgentDrops, Collector, monotonic_ns},
     export::{
@@ -308,9 +308,9 @@ pub async fn run_until(
     // --overhead-budget: time sampling of the one attachment of --pid / --exe, or of every
     // process's of --all, switched together.
     let mut sampler = None;
-    let mut target_cpu = TargetCpu::default();
-    // The same sum for the runtimes' counts of scheduling events (`Counters::progress`).
-    let mut target_progress = TargetCpu::default();
+    let mut target_cpu = TargetTotal::default();
+    // The runtimes' counts of scheduling events, summed the same way (`Counters::progress`).
+    let mut target_progress = TargetTotal::default();
     if let Some(settings) = budget {
         eprintln!(
             "gort: one uprobe hit costs {:.1} µs here (and a removed uprobe fires for {:?} \
@@ -528,8 +528,8 @@ fn sampling_status(s: &Sampler) -> SamplingStatus {
 /// running processes of the --exe executable, or the processes --all watches.
 fn budget_counters(
     drops: &AgentDrops,
-    target_cpu: &mut TargetCpu,
-    progress: (&mut TargetCpu, Vec<(u32, u64)>),
+    target_cpu: &mut TargetTotal,
+    progress: (&mut TargetTotal, Vec<(u32, u64)>),
     want: &Want,
     fleet: Option<&Fleet>,
 ) -> Counters {

@@ -128,6 +128,13 @@ impl OpenWindow {
     }
 }
 
+/// Adds `parks` and `secs` to `key`'s (parks, seconds).
+pub fn add_to<K: Ord>(map: &mut BTreeMap<K, (f64, f64)>, key: K, parks: f64, secs: f64) {
+    let e = map.entry(key).or_default();
+    e.0 += parks;
+    e.1 += secs;
+}
+
 /// What happened in full, estimated from what was seen: each observation counts `weight`
 /// times (1 while everything is measured).
 #[derive(Debug, Clone, Default)]
@@ -145,11 +152,6 @@ pub struct Estimates {
 
 impl Estimates {
     pub fn add(&mut self, o: &Observation, w: f64) {
-        fn add_to<K: Ord>(map: &mut BTreeMap<K, (f64, f64)>, key: K, parks: f64, secs: f64) {
-            let e = map.entry(key).or_default();
-            e.0 += parks;
-            e.1 += secs;
-        }
         match &o.seen {
             Seen::Park { reason, site } => {
                 let secs = w * o.length_ns as f64 / 1e9;

@@ -154,6 +154,7 @@ fn estimate_metrics(
     reasons: impl Iterator<Item = u8>,
     name: &impl Fn(u8) -> String,
 ) -> EstimateMetrics {
+    use super::sampling::add_to;
     use std::collections::BTreeMap;
     let e = &p.estimates;
     let mut by_reason: BTreeMap<u8, (f64, f64)> = reasons.map(|r| (r, (0.0, 0.0))).collect();
@@ -164,11 +165,12 @@ fn estimate_metrics(
         .map(|(r, site, _)| ((name(r), site.to_string()), (0.0, 0.0)))
         .collect();
     for (&(r, site), &(n, secs)) in &e.by_site {
-        let v = by_site
-            .entry((name(r), p.sites.name(site).to_string()))
-            .or_default();
-        v.0 += n;
-        v.1 += secs;
+        add_to(
+            &mut by_site,
+            (name(r), p.sites.name(site).to_string()),
+            n,
+            secs,
+        );
     }
     let requests = p.binary.probes("http").then(|| {
         let mut blocked: BTreeMap<String, (f64, f64)> = p
@@ -178,9 +180,7 @@ fn estimate_metrics(
             .map(|r| (r.clone(), (0.0, 0.0)))
             .collect();
         for (&r, &(n, secs)) in &e.request_blocked {
-            let v = blocked.entry(name(r)).or_default();
-            v.0 += n;
-            v.1 += secs;
+            add_to(&mut blocked, name(r), n, secs);
         }
         let blocked = blocked.into_iter().map(|(r, (n, s))| (r, n, s)).collect();
         (e.requests, blocked)
