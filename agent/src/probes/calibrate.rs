@@ -74,41 +74,32 @@ pub fn measure() -> Result<TrapCost, ProbeError> {
         .map_err(|source| ProbeError::Load {
             source: Box::new(source),
         })?;
-    let program: &mut UProbe = ebpf
-        .program_mut("empty")
-        .and_then(|p| p.try_into().ok())
-        .ok_or(ProbeError::Missing {
-            kind: "uprobe program",
-            name: "empty",
-        })?;
-    program.load().map_err(|source| ProbeError::Program {
-        name: "empty",
-        source: Box::new(source),
-    })?;
     let (path, offset) = own_file_offset(gort_calibration_target as *const () as usize as u64)
         .ok_or(ProbeError::OwnCode)?;
     let own = std::num::NonZeroU32::new(std::process::id()).ok_or(ProbeError::OwnCode)?;
     let bare = call_loop();
-    let link = program
-        .attach(
-            UProbeAttachLocation::AbsoluteOffset(offset),
-            &path,
-            UProbeScope::OneProcess(own),
-        )
-        .map_err(|source| ProbeError::Attach {
-            program: "empty",
-            path: path.display().to_string(),
-            offset,
-            source: Box::new(source),
-        })?;
+    // The same kind of link as the probes use: a uprobe_multi link where the kernel has
+    // them (removed at once), else aya's (removed after a grace period).
+    let link: Box<dyn Send> = match super::multi::load(OBJECT, &ebpf, &["empty"]) {
+        Ok(programs) => {
+            let link = programs["empty"]
+                .attach(&path, &[offset], 0, own.get())
+                .map_err(|source| ProbeError::AttachMulti {
+                    program: "empty",
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            // The program stays loaded while a link holds it.
+            Box::new(link)
+        }
+        Err(_) => Box::new(attach_single(&mut ebpf, &path, offset, own)?),
+    };
     let mut runs: Vec<Duration> = (0..3).map(|_| call_loop()).collect();
     runs.sort();
     let hit = runs[1].saturating_sub(bare) / CALLS;
     // Drop the link elsewhere and call on until a call is cheap again.
     let dropped = Instant::now();
-    if let Ok(link) = program.take_link(link) {
-        std::thread::spawn(move || drop(link));
-    }
+    std::thread::spawn(move || drop(link));
     let mut removal = REMOVAL_LIMIT;
     while dropped.elapsed() < REMOVAL_LIMIT {
         let t = Instant::now();
@@ -122,6 +113,44 @@ pub fn measure() -> Result<TrapCost, ProbeError> {
         hit_ns: hit.as_nanos() as u64,
         removal,
     })
+}
+
+/// Attaches the empty program with aya's link (kernels without uprobe_multi).
+fn attach_single(
+    ebpf: &mut aya::Ebpf,
+    path: &std::path::Path,
+    offset: u64,
+    own: std::num::NonZeroU32,
+) -> Result<aya::programs::uprobe::UProbeLink, ProbeError> {
+    let program: &mut UProbe = ebpf
+        .program_mut("empty")
+        .and_then(|p| p.try_into().ok())
+        .ok_or(ProbeError::Missing {
+            kind: "uprobe program",
+            name: "empty",
+        })?;
+    program.load().map_err(|source| ProbeError::Program {
+        name: "empty",
+        source: Box::new(source),
+    })?;
+    let link = program
+        .attach(
+            UProbeAttachLocation::AbsoluteOffset(offset),
+            path,
+            UProbeScope::OneProcess(own),
+        )
+        .map_err(|source| ProbeError::Attach {
+            program: "empty",
+            path: path.display().to_string(),
+            offset,
+            source: Box::new(source),
+        })?;
+    program
+        .take_link(link)
+        .map_err(|source| ProbeError::Program {
+            name: "empty",
+            source: Box::new(source),
+        })
 }
 
 /// How long calibration waits for a removal to take effect.

@@ -93,23 +93,31 @@ pub(super) fn attach(
     scope: Scope,
     attachment: &mut Attachment,
 ) -> Result<(), ProbeError> {
-    probes.attach_at(
+    probes.attach_points(
         attachment,
         (Family::Gc, CYCLE),
         path,
-        points.mark_termination_entry,
+        &[points.mark_termination_entry],
         scope,
     )?;
     // Ends first, so that a pause whose start is seen is seen to end.
-    for &offset in &points.pauses.start_returns {
-        probes.attach_at(attachment, (Family::Gc, START_RETURN), path, offset, scope)?;
-    }
+    probes.attach_points(
+        attachment,
+        (Family::Gc, START_RETURN),
+        path,
+        &points.pauses.start_returns,
+        scope,
+    )?;
     match points.pauses.begin {
-        PauseBegin::StartEntry(offset) => {
-            probes.attach_at(attachment, (Family::Gc, START_ENTRY), path, offset, scope)
-        }
+        PauseBegin::StartEntry(offset) => probes.attach_points(
+            attachment,
+            (Family::Gc, START_ENTRY),
+            path,
+            &[offset],
+            scope,
+        ),
         PauseBegin::StopEntry(offset) => {
-            probes.attach_at(attachment, (Family::Gc, STOP), path, offset, scope)
+            probes.attach_points(attachment, (Family::Gc, STOP), path, &[offset], scope)
         }
     }
 }

@@ -88,10 +88,20 @@ pub(super) fn attach(
     attachment: &mut Attachment,
 ) -> Result<(), ProbeError> {
     probes.set_http_config(attachment.slot, points.config)?;
-    for &offset in &points.returns {
-        probes.attach_at(attachment, (Family::Http, RETURN), path, offset, scope)?;
-    }
-    probes.attach_at(attachment, (Family::Http, ENTRY), path, points.entry, scope)
+    probes.attach_points(
+        attachment,
+        (Family::Http, RETURN),
+        path,
+        &points.returns,
+        scope,
+    )?;
+    probes.attach_points(
+        attachment,
+        (Family::Http, ENTRY),
+        path,
+        &[points.entry],
+        scope,
+    )
 }
 
 /// A request began or ended on a goroutine.

@@ -60,20 +60,18 @@ pub(super) fn attach(
     scope: Scope,
     attachment: &mut Attachment,
 ) -> Result<(), ProbeError> {
-    for &offset in &points.newproc1_returns {
-        probes.attach_at(
-            attachment,
-            (Family::Lifecycle, CREATED),
-            path,
-            offset,
-            scope,
-        )?;
-    }
-    probes.attach_at(
+    probes.attach_points(
+        attachment,
+        (Family::Lifecycle, CREATED),
+        path,
+        &points.newproc1_returns,
+        scope,
+    )?;
+    probes.attach_points(
         attachment,
         (Family::Lifecycle, EXITED),
         path,
-        points.goexit1_entry,
+        &[points.goexit1_entry],
         scope,
     )
 }

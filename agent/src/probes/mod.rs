@@ -11,6 +11,7 @@ pub mod calibrate;
 pub mod gc;
 pub mod http;
 pub mod lifecycle;
+pub mod multi;
 pub mod panics;
 pub mod procs;
 pub mod sched;
@@ -60,6 +61,13 @@ pub enum ProbeError {
         offset: u64,
         #[source]
         source: Box<ProgramError>,
+    },
+    #[error("cannot attach `{program}` to `{path}`: {source}")]
+    AttachMulti {
+        program: &'static str,
+        path: String,
+        #[source]
+        source: multi::MultiError,
     },
     #[error("cannot use eBPF map `{name}`: {source}")]
     Map {
@@ -157,9 +165,24 @@ impl Family {
 pub struct Attachment {
     /// The binary's slot of `BINARY_CONFIG` (the attach cookie).
     pub slot: u32,
-    links: Vec<(Family, &'static str, UProbeLinkId)>,
+    links: Vec<(Family, &'static str, LinkId)>,
     /// Families left out for this binary, and why.
     pub unavailable: Vec<(Family, String)>,
+}
+
+/// One attached program: a uprobe_multi link holding all its offsets, or aya's link ids
+/// (one per offset) where the kernel has no uprobe_multi.
+#[derive(Debug)]
+enum LinkId {
+    Multi(multi::MultiLink),
+    Single(UProbeLinkId),
+}
+
+/// A link taken out of its attachment, detached when dropped.
+#[expect(dead_code, reason = "held only to be dropped: dropping detaches")]
+enum Link {
+    Multi(multi::MultiLink),
+    Single(aya::programs::uprobe::UProbeLink),
 }
 
 /// gort's loaded eBPF programs.
@@ -178,6 +201,9 @@ pub struct Probes {
     parked: HashMap<MapData, ParkKey, Parked>,
     /// The families attached (`ProbeSettings::families`).
     families: Vec<Family>,
+    /// Every program, loaded for uprobe_multi links; empty where the kernel has none (aya's
+    /// programs, loaded instead, attach one link per offset).
+    multi: std::collections::HashMap<&'static str, multi::MultiProgram>,
 }
 
 impl Probes {
@@ -194,29 +220,41 @@ impl Probes {
             .map_err(|source| ProbeError::Load {
                 source: Box::new(source),
             })?;
-        load_programs(&mut sched, &sched::PROGRAMS)?;
-        load_programs(&mut sched, &http::PROGRAMS)?;
-        let mut gc = EbpfLoader::new()
-            .btf(None)
-            .load(gc::OBJECT)
-            .map_err(|source| ProbeError::Load {
-                source: Box::new(source),
-            })?;
-        load_programs(&mut gc, &gc::PROGRAMS)?;
-        let mut lifecycle = EbpfLoader::new()
-            .btf(None)
-            .load(lifecycle::OBJECT)
-            .map_err(|source| ProbeError::Load {
-                source: Box::new(source),
-            })?;
-        load_programs(&mut lifecycle, &lifecycle::PROGRAMS)?;
-        let mut panics = EbpfLoader::new()
-            .btf(None)
-            .load(panics::OBJECT)
-            .map_err(|source| ProbeError::Load {
-                source: Box::new(source),
-            })?;
-        load_programs(&mut panics, &panics::PROGRAMS)?;
+        let load = |object| {
+            EbpfLoader::new()
+                .btf(None)
+                .load(object)
+                .map_err(|source| ProbeError::Load {
+                    source: Box::new(source),
+                })
+        };
+        let mut gc = load(gc::OBJECT)?;
+        let mut lifecycle = load(lifecycle::OBJECT)?;
+        let mut panics = load(panics::OBJECT)?;
+        let sched_programs: Vec<&'static str> =
+            [&sched::PROGRAMS[..], &http::PROGRAMS[..]].concat();
+        let objects: [(&[u8], &mut Ebpf, &[&'static str]); 4] = [
+            (sched::OBJECT, &mut sched, &sched_programs),
+            (gc::OBJECT, &mut gc, &gc::PROGRAMS),
+            (lifecycle::OBJECT, &mut lifecycle, &lifecycle::PROGRAMS),
+            (panics::OBJECT, &mut panics, &panics::PROGRAMS),
+        ];
+        let mut multi = std::collections::HashMap::new();
+        for (object, ebpf, names) in &objects {
+            match multi::load(object, ebpf, names) {
+                Ok(programs) => multi.extend(programs),
+                Err(e) => {
+                    log::info!("one link per probe: no uprobe_multi links here ({e})");
+                    multi.clear();
+                    break;
+                }
+            }
+        }
+        if multi.is_empty() {
+            for (_, ebpf, names) in objects {
+                load_programs(ebpf, names)?;
+            }
+        }
         // A second handle on the in-flight map, for `resume`: the collector owns the first.
         let parked_id = match sched.map("PARKED") {
             Some(aya::maps::Map::HashMap(data)) => data.info().map(|i| i.id()),
@@ -263,6 +301,7 @@ impl Probes {
                 detaching: Vec::new(),
                 parked,
                 families: settings.families,
+                multi,
             },
             maps,
         ))
@@ -466,9 +505,8 @@ impl Probes {
         let before = attachment.links.len();
         let result = attach.and_then(|f| f(self, attachment).map_err(|e| e.to_string()));
         if let Err(why) = result {
-            for (family, name, link) in attachment.links.drain(before..) {
-                let _ = program(self.ebpf(family), name).map(|p| p.detach(link));
-            }
+            let links: Vec<_> = attachment.links.drain(before..).collect();
+            drop(self.take_links(links));
             attachment.unavailable.push((family, why));
         }
     }
@@ -504,16 +542,18 @@ impl Probes {
         }));
     }
 
-    fn take_links(
-        &mut self,
-        links: Vec<(Family, &'static str, UProbeLinkId)>,
-    ) -> Vec<aya::programs::uprobe::UProbeLink> {
+    fn take_links(&mut self, links: Vec<(Family, &'static str, LinkId)>) -> Vec<(Family, Link)> {
         let mut taken = Vec::with_capacity(links.len());
         for (family, name, link) in links {
-            if let Ok(p) = program(self.ebpf(family), name) {
-                // The link may already be gone with its process; nothing else to do then.
-                if let Ok(link) = p.take_link(link) {
-                    taken.push(link);
+            match link {
+                LinkId::Multi(link) => taken.push((family, Link::Multi(link))),
+                LinkId::Single(link) => {
+                    if let Ok(p) = program(self.ebpf(family), name) {
+                        // The link may already be gone with its process; nothing else to do.
+                        if let Ok(link) = p.take_link(link) {
+                            taken.push((family, Link::Single(link)));
+                        }
+                    }
                 }
             }
         }
@@ -550,7 +590,41 @@ impl Probes {
         }
     }
 
-    /// Attaches one program at one file offset of `path`.
+    /// Attaches one program at file offsets of `path`: one uprobe_multi link, or where the
+    /// kernel has none, a link per offset.
+    fn attach_points(
+        &mut self,
+        attachment: &mut Attachment,
+        (family, name): (Family, &'static str),
+        path: &Path,
+        offsets: &[u64],
+        scope: Scope,
+    ) -> Result<(), ProbeError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let Some(program) = self.multi.get(name) else {
+            for &offset in offsets {
+                self.attach_at(attachment, (family, name), path, offset, scope)?;
+            }
+            return Ok(());
+        };
+        let pid = match scope {
+            Scope::Process(pid) => pid,
+            Scope::AllProcesses => 0,
+        };
+        let link = program
+            .attach(path, offsets, u64::from(attachment.slot), pid)
+            .map_err(|source| ProbeError::AttachMulti {
+                program: name,
+                path: path.display().to_string(),
+                source,
+            })?;
+        attachment.links.push((family, name, LinkId::Multi(link)));
+        Ok(())
+    }
+
+    /// Attaches one program at one file offset of `path` (aya's link).
     fn attach_at(
         &mut self,
         attachment: &mut Attachment,
@@ -579,18 +653,18 @@ impl Probes {
                 offset,
                 source: Box::new(source),
             })?;
-        attachment.links.push((family, name, link));
+        attachment.links.push((family, name, LinkId::Single(link)));
         Ok(())
     }
 }
 
-/// Dropping a link detaches its uprobe, and the kernel waits out a grace period for each
-/// uprobe it removes: the ~30 links of a binary took 1.4 s one after another on kernel 6.18,
-/// 1.1 s dropped together (the kernel serializes most of the wait), too long to hold up the
-/// agent (`--all` attaches new processes meanwhile): callers run this in the background.
-fn drop_links(links: Vec<aya::programs::uprobe::UProbeLink>) {
+/// Dropping a link detaches its uprobes, and the kernel waits out a grace period after:
+/// one for a uprobe_multi link, one per uprobe for aya's (one after another: the ~30 links
+/// of a binary took 1.1 s on kernel 6.18), too long to hold up the agent (`--all` attaches
+/// new processes meanwhile): callers run this in the background.
+fn drop_links(links: Vec<(Family, Link)>) {
     std::thread::scope(|scope| {
-        for link in links {
+        for (_, link) in links {
             scope.spawn(move || drop(link));
         }
     });

@@ -70,30 +70,32 @@ pub(super) fn attach(
     scope: Scope,
     attachment: &mut Attachment,
 ) -> Result<(), ProbeError> {
-    for &offset in &points.gorecover_returns {
-        probes.attach_at(attachment, (Family::Panics, RECOVERED), path, offset, scope)?;
-    }
-    probes.attach_at(
+    probes.attach_points(
+        attachment,
+        (Family::Panics, RECOVERED),
+        path,
+        &points.gorecover_returns,
+        scope,
+    )?;
+    probes.attach_points(
         attachment,
         (Family::Panics, FATAL),
         path,
-        points.fatalpanic,
+        &[points.fatalpanic],
         scope,
     )?;
-    for &offset in &points.fatal_errors {
-        probes.attach_at(
-            attachment,
-            (Family::Panics, FATAL_ERROR),
-            path,
-            offset,
-            scope,
-        )?;
-    }
-    probes.attach_at(
+    probes.attach_points(
+        attachment,
+        (Family::Panics, FATAL_ERROR),
+        path,
+        &points.fatal_errors,
+        scope,
+    )?;
+    probes.attach_points(
         attachment,
         (Family::Panics, START),
         path,
-        points.gopanic,
+        &[points.gopanic],
         scope,
     )
 }

@@ -26,14 +26,18 @@ pub(super) fn attach(
     attachment: &mut Attachment,
 ) -> Result<(), ProbeError> {
     // Returns first: a park whose entry is seen is then always seen to end.
-    for &offset in &target.gopark_returns {
-        probes.attach_at(attachment, (Family::Sched, RETURN), path, offset, scope)?;
-    }
-    probes.attach_at(
+    probes.attach_points(
+        attachment,
+        (Family::Sched, RETURN),
+        path,
+        &target.gopark_returns,
+        scope,
+    )?;
+    probes.attach_points(
         attachment,
         (Family::Sched, ENTRY),
         path,
-        target.gopark_entry,
+        &[target.gopark_entry],
         scope,
     )
 }
