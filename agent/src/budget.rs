@@ -380,8 +380,8 @@ impl Sampler {
     }
 
     /// Window and period for the next period: `ratio × hits_full + (cycle + agent × period)
-    /// / period <= budget`, the period lengthened when no window of at least the lowest
-    /// ratio fits.
+    /// / period <= budget`, the period lengthened (at most twofold a period) when no window of
+    /// at least the lowest ratio fits.
     fn plan(&mut self, hits_full: f64, agent: f64) {
         let budget = self.settings.cpu_per_s();
         // Some headroom before all in: one quiet period is no promise.
@@ -395,10 +395,13 @@ impl Sampler {
         let ratio_at = |period: f64| (spare - self.cycle_cost / period) / hits_full.max(1e-12);
         if ratio_at(period) < MIN_RATIO {
             let room = spare - MIN_RATIO * hits_full;
+            // At most twice the last period: one dear period (the start's own work, a burst)
+            // must not set minutes of blindness; a lasting cost lengthens it in a few steps.
+            let longest = (2.0 * self.period.as_secs_f64()).clamp(period, MAX_PERIOD.as_secs_f64());
             period = if room > 0.0 {
-                (self.cycle_cost / room).clamp(period, MAX_PERIOD.as_secs_f64())
+                (self.cycle_cost / room).clamp(period, longest)
             } else {
-                MAX_PERIOD.as_secs_f64()
+                longest
             };
         }
         self.period = Duration::from_secs_f64(period);
@@ -588,6 +591,20 @@ mod tests {
             s.period
         );
         assert!((s.ratio - MIN_RATIO).abs() < 1e-9, "{}", s.ratio);
+        // No room at all (gort's own CPU over the budget for a period): twice as long, not
+        // the longest period at once; back to the setting once the cost is normal.
+        s.plan(0.4, 0.05);
+        assert!(
+            (s.period.as_secs_f64() - 2.0 * 0.5 / 0.026).abs() < 1e-6,
+            "{:?}",
+            s.period
+        );
+        s.plan(0.4, 0.05);
+        s.plan(0.4, 0.05);
+        assert_eq!(s.period, MAX_PERIOD);
+        s.cycle_cost = 0.0;
+        s.plan(0.4, 0.01);
+        assert_eq!(s.period, Duration::from_secs(10));
         s.resumed_at(10 * S + 30 * MS);
         assert_eq!(
             s.next_due_ns(),
@@ -670,10 +687,15 @@ mod tests {
         // ratio × 0.4 + 0.1 / 10 <= 0.04 → 0.075.
         assert!((s.ratio - 0.075).abs() < 1e-9);
         assert_eq!(s.period, Duration::from_secs(10));
+        // A cycle too dear for any period: lengthened twofold each period, up to the longest.
         s.cycle_cost = 10.0;
         s.plan(0.4, 0.0);
-        assert_eq!(s.period, MAX_PERIOD);
+        assert_eq!(s.period, Duration::from_secs(20));
         assert_eq!(s.ratio, MIN_RATIO);
+        for _ in 0..3 {
+            s.plan(0.4, 0.0);
+        }
+        assert_eq!(s.period, MAX_PERIOD);
     }
 
     #[test]
