@@ -12,6 +12,16 @@ use serde_json::Value;
 const WORKERS: u64 = 2;
 const OPS: u64 = 20;
 
+/// How far gort's blocked time may fall short of the program's: the program times each park
+/// with the code around it, and with the probes' own cost, which is in its time but not in
+/// the park: two traps a park, ~20 µs each here, but on a VM of two CPUs shared with gort
+/// and the test, now and then waiting for a CPU or for the target's memory map (the Go heap
+/// growing). 1 % and half a millisecond per park; gort alone against a program sleeping 40
+/// times on an idle machine: 0.08–0.19 % short.
+fn least_blocked(program_s: f64, parks: u64) -> f64 {
+    program_s * 0.99 - parks as f64 * 500e-6
+}
+
 fn check_parks(go_version: &str, variant: Variant) {
     let _serial = serial();
     run(go_version, variant).unwrap_or_else(|e| panic!("Go {go_version} {variant:?}: {e:#}"));
@@ -25,7 +35,7 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
         &[
             &format!("-workers={WORKERS}"),
             &format!("-ops={OPS}"),
-            "-block=20ms",
+            "-block=50ms",
         ],
         &[("GOGC", "off"), ("OTEL_SERVICE_NAME", "parks-test")],
     )?;
@@ -135,7 +145,7 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
         let seconds = value(&metrics, "gort_goroutine_blocked_seconds_total", reason);
         let want = *blocked_ns as f64 / 1e9;
         ensure!(
-            seconds <= want && seconds >= want * 0.99,
+            seconds <= want && seconds >= least_blocked(want, *count),
             "gort_goroutine_blocked_seconds_total{{reason={reason:?}}} = {seconds}, the program measured {want} s"
         );
         let sum = value(
@@ -189,7 +199,7 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
             w["blocked_ns"].as_f64().unwrap_or(0.0),
         );
         ensure!(
-            got <= want && got >= want * 0.99,
+            got <= want && got >= least_blocked(want / 1e9, w["count"].as_u64().unwrap_or(0)) * 1e9,
             "goroutine {goid} ({kind}): blocked {got} ns, program {want} ns"
         );
         // Each operation as the program times it is its park plus the code around it, so the
