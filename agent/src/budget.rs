@@ -5,8 +5,9 @@
 //! period cost is measured, not assumed, and sets the next window:
 //!
 //! - the target's extra CPU: its CPU time over the period less what it uses without probes,
-//!   read in the quiet end of the period (taking uprobes out disturbs the target for about a
-//!   second after: the kernel's grace periods; that is part of the cost, so it is left in);
+//!   read in the quiet end of the period (taking uprobes out disturbs the target for a while
+//!   after: the kernel's grace periods, up to a second with a link per uprobe; that is part
+//!   of the cost, so it is left in);
 //! - split into the probe hits (counted × the cost of one hit: measured at start on gort's
 //!   own code, `probes::calibrate`, then in the targets themselves, from their extra CPU
 //!   while the probes are in, when that is more: a hit in a busy, many-threaded target
