@@ -542,16 +542,16 @@ impl Probes {
         }));
     }
 
-    fn take_links(&mut self, links: Vec<(Family, &'static str, LinkId)>) -> Vec<(Family, Link)> {
+    fn take_links(&mut self, links: Vec<(Family, &'static str, LinkId)>) -> Vec<Link> {
         let mut taken = Vec::with_capacity(links.len());
         for (family, name, link) in links {
             match link {
-                LinkId::Multi(link) => taken.push((family, Link::Multi(link))),
+                LinkId::Multi(link) => taken.push(Link::Multi(link)),
                 LinkId::Single(link) => {
                     if let Ok(p) = program(self.ebpf(family), name) {
                         // The link may already be gone with its process; nothing else to do.
                         if let Ok(link) = p.take_link(link) {
-                            taken.push((family, Link::Single(link)));
+                            taken.push(Link::Single(link));
                         }
                     }
                 }
@@ -662,9 +662,9 @@ impl Probes {
 /// one for a uprobe_multi link, one per uprobe for aya's (one after another: the ~30 links
 /// of a binary took 1.1 s on kernel 6.18), too long to hold up the agent (`--all` attaches
 /// new processes meanwhile): callers run this in the background.
-fn drop_links(links: Vec<(Family, Link)>) {
+fn drop_links(links: Vec<Link>) {
     std::thread::scope(|scope| {
-        for (_, link) in links {
+        for link in links {
             scope.spawn(move || drop(link));
         }
     });
