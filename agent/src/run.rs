@@ -13,7 +13,7 @@ use tokio::{net::TcpListener, sync::mpsc};
 use crate::{
     aggregate::{
         Aggregator, AttachedBinary, Binaries, SamplingStatus, Settings, State, leaks::LeakSettings,
-        process::Retention, sampling::SamplingWindow,
+        process::Retention, progress_marks, sampling::SamplingWindow,
     },
     budget::{BudgetSettings, Counters, Sampler, Switch, TargetTotal},
     cli::RunOptions,
@@ -208,16 +208,19 @@ pub async fn run_until(
                 cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             };
             let period_ns = settings.period.as_nanos() as u64;
-            state.set_sampling(SamplingStatus {
-                window: SamplingWindow {
-                    period_ns,
-                    window_ns: period_ns,
+            state.set_sampling(
+                SamplingStatus {
+                    window: SamplingWindow {
+                        period_ns,
+                        window_ns: period_ns,
+                    },
+                    cost: None,
+                    settings,
+                    periods: 0,
+                    window_start_ns: monotonic_ns(),
                 },
-                cost: None,
-                settings,
-                periods: 0,
-                window_start_ns: monotonic_ns(),
-            });
+                &[],
+            );
             Some(settings)
         }
         None => None,
@@ -311,6 +314,8 @@ pub async fn run_until(
     let mut target_cpu = TargetTotal::default();
     // The runtimes' counts of scheduling events, summed the same way (`Counters::progress`).
     let mut target_progress = TargetTotal::default();
+    // Where the targets' progress is read at the ends of each sampled window (`pace`).
+    let mut progress_readers = Vec::new();
     if let Some(settings) = budget {
         eprintln!(
             "gort: one uprobe hit costs {:.1} µs here (and a removed uprobe fires for {:?} \
@@ -331,7 +336,9 @@ pub async fn run_until(
             fleet.as_ref(),
         );
         let s = Sampler::new(settings, monotonic_ns(), counters);
-        handle.sampling(sampling_status(&s)).await;
+        progress_readers = handle.progress_readers().await;
+        let marks = progress_marks(&progress_readers);
+        handle.sampling(sampling_status(&s), marks).await;
         sampler = Some(s);
     }
     let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);
@@ -430,15 +437,25 @@ pub async fn run_until(
                 );
                 if let Some(fleet) = &mut fleet {
                     match switch {
-                        Switch::Suspend => fleet.suspend_all(&mut probes),
+                        Switch::Suspend => {
+                            let marks = progress_marks(&progress_readers);
+                            fleet.suspend_all(&mut probes);
+                            handle.window_ended(s.window_start_ns(), marks).await;
+                        }
                         Switch::Resume => {
+                            progress_readers = handle.progress_readers().await;
                             if let Some(ns) = fleet.resume_all(&mut probes, &binaries) {
                                 s.resumed_at(ns);
                             }
+                            let marks = progress_marks(&progress_readers);
+                            handle.sampling(sampling_status(s), marks).await;
                             handle.resync().await;
-                            handle.sampling(sampling_status(s)).await;
                         }
-                        Switch::Stay => handle.sampling(sampling_status(s)).await,
+                        Switch::Stay => {
+                            progress_readers = handle.progress_readers().await;
+                            let marks = progress_marks(&progress_readers);
+                            handle.sampling(sampling_status(s), marks).await;
+                        }
                         Switch::Settled | Switch::Checked => {}
                     }
                     continue;
@@ -449,10 +466,18 @@ pub async fn run_until(
                     _ => Scope::AllProcesses,
                 };
                 match switch {
-                    Switch::Suspend => drop(probes.suspend(a)),
+                    Switch::Suspend => {
+                        // The window's progress ends with the probes' last moments in, at
+                        // the targets' pace in it (their removal waits out a grace period
+                        // after they stopped firing, at full pace).
+                        let marks = progress_marks(&progress_readers);
+                        drop(probes.suspend(a));
+                        handle.window_ended(s.window_start_ns(), marks).await;
+                    }
                     Switch::Settled | Switch::Checked => {}
                     Switch::Resume => {
                         let target = target.as_ref().expect("--pid and --exe have a target");
+                        progress_readers = handle.progress_readers().await;
                         match probes.resume(target, &open_path, scope, a) {
                             Ok(parks_from_ns) => s.resumed_at(parks_from_ns),
                             Err(e) => {
@@ -460,10 +485,16 @@ pub async fn run_until(
                                 attachment = None;
                             }
                         }
+                        // The window's progress is read first, then the goroutines.
+                        let marks = progress_marks(&progress_readers);
+                        handle.sampling(sampling_status(s), marks).await;
                         handle.resync().await;
-                        handle.sampling(sampling_status(s)).await;
                     }
-                    Switch::Stay => handle.sampling(sampling_status(s)).await,
+                    Switch::Stay => {
+                        progress_readers = handle.progress_readers().await;
+                        let marks = progress_marks(&progress_readers);
+                        handle.sampling(sampling_status(s), marks).await;
+                    }
                 }
             }
             _ = resync.tick(), if sampler.as_ref().is_some_and(Sampler::probes_out) => {

@@ -293,3 +293,71 @@ fn budget_holds(mode: Mode) -> Result<()> {
     }
     Ok(())
 }
+
+/// A closed loop: `pingpong -forever` hands a value back and forth as fast as it can, so the
+/// probes' traps slow it many times over while they are in, and it parks far less in the
+/// windows than out of them: weighing what the windows saw by time alone would estimate a
+/// fraction of its parks. gort weighs them by the target's pace too (the runtime's count of
+/// scheduling events, read from its memory at the window's ends): the estimates stay within
+/// 10 % of the program's own count of round trips (2 channel parks each).
+#[test]
+fn estimates_hold_for_a_target_the_probes_slow() -> Result<()> {
+    let _serial = serial();
+    let exe = build_go_program("pingpong", "1.22.10", Variant::DEFAULT);
+    let mut p = GoProgram::start(&exe, &["-forever"], &[])?;
+    p.proceed()?;
+    let round_trips = |p: &mut GoProgram| -> Result<f64> {
+        p.send("count\n")?;
+        p.read_json()?["round_trips"]
+            .as_f64()
+            .context("no round trip count")
+    };
+    // Its pace without probes.
+    std::thread::sleep(Duration::from_millis(500));
+    let (n0, t0) = (round_trips(&mut p)?, Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let free = (round_trips(&mut p)? - n0) / t0.elapsed().as_secs_f64();
+
+    let gort = Gort::attach(
+        p.pid,
+        &["--overhead-budget", "5%", "--sampling-period", "3s"],
+    )?;
+    let (m1, i1) = at_period(&gort, 1.0)?;
+    let n1 = round_trips(&mut p)?;
+    let (m6, i6) = at_period(&gort, 6.0)?;
+    let n6 = round_trips(&mut p)?;
+    let secs = (i6 - i1).as_secs_f64();
+
+    let truth = 2.0 * (n6 - n1);
+    let channel =
+        |m: &Metrics| estimated(m, Some("chan receive")) + estimated(m, Some("chan send"));
+    let chan = channel(&m6) - channel(&m1);
+    let pid = p.pid.to_string();
+    let seen = |m: &Metrics| {
+        m.get(
+            "gort_goroutine_blocks_total",
+            &[("pid", &pid), ("reason", "chan receive")],
+        )
+        .unwrap_or(0.0)
+    };
+    let seen = seen(&m6) - seen(&m1);
+    let ratio = m6.get("gort_sampling_ratio", &[]).context("no ratio")?;
+    eprintln!(
+        "{:.0} round trips/s without probes, {:.0}/s under gort; sampling ratio {ratio:.3}; \
+         channel parks over {secs:.1} s: seen {seen:.0}, estimated {chan:.0}, truth {truth:.0}",
+        free,
+        (n6 - n1) / secs,
+    );
+    // Time weights alone would give about seen / ratio.
+    ensure!(
+        seen / ratio < truth / 2.0,
+        "the probes did not slow the program: {seen:.0} parks seen at ratio {ratio:.3}, \
+         of {truth:.0}"
+    );
+    ensure!(
+        (chan / truth - 1.0).abs() <= 0.10,
+        "estimated {chan:.0} channel parks over {secs:.1} s; the program made {truth:.0}"
+    );
+    gort.stop()?;
+    p.finish()
+}

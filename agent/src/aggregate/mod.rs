@@ -106,6 +106,39 @@ pub struct Settings {
     pub span_min_block_ns: u64,
 }
 
+/// Reads a process's progress (its runtime's count of scheduling events) from its memory,
+/// in the run loop: at the very ends of a sampled window, which the aggregator, busy with
+/// the window's events, would read late (`sampling::pace`).
+#[derive(Debug)]
+pub struct ProgressReader {
+    pub pid: u32,
+    memory: ProcessMemory,
+    addr: u64,
+    layout: gobinary::TimeHistogramLayout,
+}
+
+impl ProgressReader {
+    pub fn read(&self) -> Option<sampling::ProgressMark> {
+        let mut buf = vec![0u8; sched_latency::RuntimeHistogram::byte_len(self.layout)];
+        if !self.memory.read(self.addr, &mut buf) {
+            return None;
+        }
+        let events = sched_latency::RuntimeHistogram::decode(self.layout, &buf)?.count();
+        Some(sampling::ProgressMark {
+            ns: monotonic_ns(),
+            events,
+        })
+    }
+}
+
+/// (pid, its progress now) of every process `readers` can read.
+pub fn progress_marks(readers: &[ProgressReader]) -> Vec<(u32, sampling::ProgressMark)> {
+    readers
+        .iter()
+        .filter_map(|r| Some((r.pid, r.read()?)))
+        .collect()
+}
+
 /// Time sampling under `--overhead-budget`, as the run loop last set it.
 #[derive(Debug, Clone, Copy)]
 pub struct SamplingStatus {
@@ -121,8 +154,16 @@ pub struct SamplingStatus {
 
 /// A request from an exporter.
 pub enum Query {
-    /// The sampling for the period that begins.
-    Sampling(SamplingStatus),
+    /// The sampling for the period that begins, and the targets' progress at its start.
+    Sampling(SamplingStatus, Vec<(u32, sampling::ProgressMark)>),
+    /// The sampled probes of the window that began then (CLOCK_MONOTONIC ns) are out, and the
+    /// targets' progress at that moment.
+    WindowEnded {
+        window_start_ns: u64,
+        progress: Vec<(u32, sampling::ProgressMark)>,
+    },
+    /// Readers of each live process's progress.
+    ProgressReaders(oneshot::Sender<Vec<ProgressReader>>),
     /// The probes are out (time sampling; `while_out`) or back after a pause: the
     /// goroutines' states are read from memory (what happened meanwhile went unseen).
     Resync {
@@ -200,8 +241,33 @@ impl QueryHandle {
     }
 
     /// Sets the sampling of the period that begins.
-    pub async fn sampling(&self, status: SamplingStatus) {
-        let _ = self.0.send(Query::Sampling(status)).await;
+    pub async fn sampling(
+        &self,
+        status: SamplingStatus,
+        progress: Vec<(u32, sampling::ProgressMark)>,
+    ) {
+        let _ = self.0.send(Query::Sampling(status, progress)).await;
+    }
+
+    /// Readers of each live process's progress, for the ends of sampled windows.
+    pub async fn progress_readers(&self) -> Vec<ProgressReader> {
+        self.ask(Query::ProgressReaders).await.unwrap_or_default()
+    }
+
+    /// The sampled probes of the window that began at `window_start_ns` are out (the kernel
+    /// has removed them); `progress` was read then.
+    pub async fn window_ended(
+        &self,
+        window_start_ns: u64,
+        progress: Vec<(u32, sampling::ProgressMark)>,
+    ) {
+        let _ = self
+            .0
+            .send(Query::WindowEnded {
+                window_start_ns,
+                progress,
+            })
+            .await;
     }
 
     /// The probes were out and are back: the goroutines' states are read anew from memory.
@@ -312,6 +378,11 @@ pub struct ProcessState {
     pub sched_latency: Option<sched_latency::RuntimeHistogram>,
     /// Parks and blocked time scaled up under time sampling (`--overhead-budget`).
     pub estimates: sampling::Estimates,
+    /// Its progress when the current sampled window began and ended (`sampling::pace`).
+    pub window_progress: (
+        Option<sampling::ProgressMark>,
+        Option<sampling::ProgressMark>,
+    ),
     pub first_seen_ns: u64,
     /// When this program began (its exec), if gort saw it: events of the pid from before
     /// belong to the program it replaced. 0 if unknown.
@@ -549,6 +620,17 @@ impl ProcessState {
     }
 
     /// Reads the runtime's scheduling-latency histogram from the target's memory.
+    /// A reader of its progress for the run loop (`sampling::pace`), where it can be read.
+    fn progress_reader(&self) -> Option<ProgressReader> {
+        let (h, bias) = (self.binary.target.sched_latency?, self.bias?);
+        Some(ProgressReader {
+            pid: self.pid,
+            memory: ProcessMemory::open(self.pid).ok()?,
+            addr: h.vaddr.wrapping_add(bias),
+            layout: h.layout,
+        })
+    }
+
     fn read_sched_latency(&mut self) {
         let (Some(h), Some(bias), Some(mem)) =
             (self.binary.target.sched_latency, self.bias, &self.memory)
@@ -762,6 +844,7 @@ impl State {
                 sites: sites::BlockSites::default(),
                 sched_latency: None,
                 estimates: sampling::Estimates::default(),
+                window_progress: (None, None),
                 first_seen_ns: now,
                 started_ns,
                 replaced_ns: None,
@@ -815,15 +898,62 @@ impl State {
         self.apply_process_changes(changes);
     }
 
-    /// A new sampling period: what the last window saw is weighed now that its end is known.
-    pub fn set_sampling(&mut self, status: SamplingStatus) {
+    /// A new sampling period: what the last window saw is weighed now that its end is known,
+    /// and each process's pace over the period with it (`sampling::pace`).
+    pub fn set_sampling(
+        &mut self,
+        status: SamplingStatus,
+        progress: &[(u32, sampling::ProgressMark)],
+    ) {
         let next = (status.window.window_ns < status.window.period_ns).then_some(status.window);
-        for (o, weight) in self.window.close(next, status.window_start_ns) {
+        let mut paces = HashMap::new();
+        for p in self.processes.values_mut() {
+            let now = progress
+                .iter()
+                .find(|(pid, _)| *pid == p.pid)
+                .map(|&(_, m)| m);
+            if let ((Some(start), Some(end)), Some(now)) = (p.window_progress, now) {
+                let pace = sampling::pace(start, end, now);
+                log::debug!(
+                    "pace of {}: {} events in the window's {:.3} s, {} in the period's {:.3} s: {pace:?}",
+                    p.pid,
+                    end.events.saturating_sub(start.events),
+                    end.ns.saturating_sub(start.ns) as f64 / 1e9,
+                    now.events.saturating_sub(start.events),
+                    now.ns.saturating_sub(start.ns) as f64 / 1e9,
+                );
+                if let Some(pace) = pace {
+                    paces.insert(p.pid, pace);
+                }
+            }
+            p.window_progress = (now, None);
+        }
+        let pace = |pid| paces.get(&pid).copied().unwrap_or(1.0);
+        for (o, weight) in self.window.close(next, status.window_start_ns, pace) {
             if let Some(p) = self.processes.get_mut(&o.pid) {
                 p.estimates.add(&o, weight);
             }
         }
         self.sampling = Some(status);
+    }
+
+    /// The sampled probes of the window that began at `window_start_ns` are out, each
+    /// process's `progress` read then: the window's end, for `sampling::pace`.
+    pub fn window_ended(
+        &mut self,
+        window_start_ns: u64,
+        progress: &[(u32, sampling::ProgressMark)],
+    ) {
+        if self.sampling.map(|s| s.window_start_ns) != Some(window_start_ns) {
+            return;
+        }
+        for &(pid, mark) in progress {
+            if let Some(p) = self.processes.get_mut(&pid) {
+                if p.window_progress.0.is_some() {
+                    p.window_progress.1 = Some(mark);
+                }
+            }
+        }
     }
 
     /// Under `--overhead-budget`: what the sampled probes saw, for the estimates (held until
@@ -1287,7 +1417,21 @@ impl Aggregator {
     fn answer(&mut self, q: Query) {
         let now = monotonic_ns();
         match q {
-            Query::Sampling(status) => self.state.set_sampling(status),
+            Query::Sampling(status, progress) => self.state.set_sampling(status, &progress),
+            Query::WindowEnded {
+                window_start_ns,
+                progress,
+            } => self.state.window_ended(window_start_ns, &progress),
+            Query::ProgressReaders(reply) => {
+                let readers = self
+                    .state
+                    .processes
+                    .values()
+                    .filter(|p| p.exited_ns.is_none())
+                    .filter_map(ProcessState::progress_reader)
+                    .collect();
+                let _ = reply.send(readers);
+            }
             Query::Resync { while_out } => {
                 let now = monotonic_ns();
                 if while_out && now < self.state.next_refresh_ns {

@@ -4,6 +4,14 @@
 //! in time) makes the sums unbiased estimates of what happened in full. The same holds for
 //! an HTTP request (seen when its start and end both fall in the window) and, with `d = 0`,
 //! for instants such as a goroutine's creation or exit.
+//!
+//! That holds while the target goes at the same pace with the probes in as without. A
+//! target that runs flat out (a server under a closed loop of clients, a batch job) is slowed
+//! by the probes' traps in the window, so parks less there than over the rest of the period:
+//! time weights alone would underestimate it as many times over. The runtime's own count of
+//! scheduling events (read from the target's memory with the probes in or out, see
+//! [`pace`]) says how much: where the window's share of it departs from its share of the time
+//! beyond chance, each weight is multiplied by the ratio of the two paces.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +47,44 @@ impl SamplingWindow {
         }
         (self.period_ns as f64 / room as f64).min(cap)
     }
+}
+
+/// A reading of a target's progress: the runtime's count of scheduling events so far (its
+/// scheduling-latency histogram's, which counts one in eight of each goroutine's times out
+/// of running: parks, preemptions, system calls) at `ns` (CLOCK_MONOTONIC).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProgressMark {
+    pub ns: u64,
+    pub events: u64,
+}
+
+/// Events a period must count for its pace to be compared with its window's.
+const MIN_PACE_EVENTS: u64 = 100;
+/// How far (standard deviations) the window's share of the events must be from its share of
+/// the time to tell a target slowed (or sped) in the window from chance.
+const PACE_SIGMAS: f64 = 3.0;
+
+/// How many times faster a target went over the whole period than in its window, read from
+/// its progress at the window's start, its end (the probes out) and the next window's start;
+/// `None` where the difference is within chance (or too little was counted to tell): the
+/// time weights hold then. Under the hypothesis of one pace, the window's events are a
+/// binomial draw of the period's with its share of the time.
+pub fn pace(start: ProgressMark, end: ProgressMark, next: ProgressMark) -> Option<f64> {
+    let window_ns = end.ns.checked_sub(start.ns)?;
+    let period_ns = next.ns.checked_sub(start.ns)?;
+    // A counter that went back belongs to another process (pid reuse).
+    let in_window = end.events.checked_sub(start.events)?;
+    let in_period = next.events.checked_sub(start.events)?;
+    if window_ns == 0 || window_ns >= period_ns || in_period < MIN_PACE_EVENTS {
+        return None;
+    }
+    let share = window_ns as f64 / period_ns as f64;
+    let expected = in_period as f64 * share;
+    let sd = (expected * (1.0 - share)).sqrt();
+    if (expected - in_window as f64).abs() < PACE_SIGMAS * sd {
+        return None;
+    }
+    Some(expected / in_window.max(1) as f64)
 }
 
 /// Something the sampled probes saw, to be weighed once its window is over.
@@ -89,11 +135,13 @@ impl OpenWindow {
     }
 
     /// Ends this window at the start of the next (`next_start_ns`): what ended after it
-    /// belongs to the next. Returns the observations weighed.
+    /// belongs to the next. Returns the observations weighed, each weight multiplied by its
+    /// process's `pace` over the period (1 where it went at one pace).
     pub fn close(
         &mut self,
         next: Option<SamplingWindow>,
         next_start_ns: u64,
+        pace: impl Fn(u32) -> f64,
     ) -> Vec<(Observation, f64)> {
         let (mine, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.seen)
             .into_iter()
@@ -114,7 +162,7 @@ impl OpenWindow {
                 };
                 mine.into_iter()
                     .map(|o| {
-                        let weight = w.weight(o.length_ns);
+                        let weight = w.weight(o.length_ns) * pace(o.pid);
                         (o, weight)
                     })
                     .collect()
@@ -197,7 +245,7 @@ mod tests {
             },
         };
         let mut open = OpenWindow::default();
-        open.close(Some(planned), 5_000);
+        open.close(Some(planned), 5_000, |_| 1.0);
         // The events say the probes were in for 80 ns of the 100 planned.
         open.record(park(5_050)).unwrap();
         open.record(park(5_080)).unwrap();
@@ -211,7 +259,7 @@ mod tests {
         .unwrap();
         // A park of the next window, drained before it was closed.
         open.record(park(6_010)).unwrap();
-        let weighed = open.close(Some(planned), 6_000);
+        let weighed = open.close(Some(planned), 6_000, |_| 1.0);
         assert_eq!(weighed.len(), 3);
         for (o, w) in weighed {
             let want = if o.seen == Seen::Created {
@@ -221,7 +269,7 @@ mod tests {
             };
             assert!((w - want).abs() < 1e-9, "{w}");
         }
-        assert_eq!(open.close(None, 7_000).len(), 1);
+        assert_eq!(open.close(None, 7_000, |_| 1.0).len(), 1);
     }
 
     #[test]
@@ -295,7 +343,7 @@ mod tests {
         let (mut requests, mut created) = (0u64, 0u64);
         for k in 0..500u64 {
             let start = k * period;
-            for (o, w) in open.close(Some(planned), start) {
+            for (o, w) in open.close(Some(planned), start, |_| 1.0) {
                 est.add(&o, w);
             }
             // A request starting every 1,009 ns and a creation every 503 ns over the period;
@@ -331,7 +379,7 @@ mod tests {
                 t += 503;
             }
         }
-        for (o, w) in open.close(None, 500 * period) {
+        for (o, w) in open.close(None, 500 * period, |_| 1.0) {
             est.add(&o, w);
         }
         // The window is read from the last event in it, a little short of the planned one:
@@ -344,5 +392,100 @@ mod tests {
         let (parks, secs) = est.request_blocked[&9];
         assert!((parks / (2.0 * requests as f64) - 1.0).abs() < 0.01);
         assert!((secs / (requests as f64 * 30e-6) - 1.0).abs() < 0.01);
+    }
+
+    fn mark(ns: u64, events: u64) -> ProgressMark {
+        ProgressMark { ns, events }
+    }
+
+    #[test]
+    fn one_pace_keeps_the_time_weights() {
+        // 1,000 events a second, a 0.3 s window in a 3 s period, with a little noise.
+        assert_eq!(pace(mark(0, 0), mark(300, 290), mark(3_000, 3_000)), None);
+        assert_eq!(pace(mark(0, 0), mark(300, 312), mark(3_000, 3_000)), None);
+        // Too few events to tell, however far apart.
+        assert_eq!(pace(mark(0, 0), mark(300, 0), mark(3_000, 90)), None);
+        // Readings out of order, or a counter that went back (another process).
+        assert_eq!(pace(mark(300, 0), mark(0, 10), mark(3_000, 3_000)), None);
+        assert_eq!(pace(mark(0, 500), mark(300, 10), mark(3_000, 3_000)), None);
+        // The probes in all period.
+        assert_eq!(
+            pace(mark(0, 0), mark(3_000, 3_000), mark(3_000, 3_000)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_target_slowed_in_the_window_is_weighed_by_its_pace() {
+        // Six times slower in the window: 50 events in 0.3 s against 1,000 a second after.
+        let p = pace(mark(0, 0), mark(300, 50), mark(3_000, 2_750)).unwrap();
+        assert!((p - 5.5).abs() < 1e-9, "{p}");
+        // Faster in the window (a burst): weighed less.
+        let p = pace(mark(0, 0), mark(300, 600), mark(3_000, 3_300)).unwrap();
+        assert!((p - 0.55).abs() < 1e-9, "{p}");
+        // Nothing counted in the window: as if one.
+        let p = pace(mark(0, 0), mark(300, 0), mark(3_000, 3_000)).unwrap();
+        assert!((p - 300.0).abs() < 1e-9, "{p}");
+    }
+
+    /// A closed loop: a target that starts a goroutine every 1 µs without probes and every
+    /// 6 µs with them in, over many periods. Time weights alone see a sixth of the truth;
+    /// with the pace read from a progress counter counting one in two, the estimate is
+    /// the truth.
+    #[test]
+    fn a_slowed_target_is_estimated_whole_through_its_pace() {
+        let (period, window_ns) = (1_000_000u64, 100_000u64);
+        let planned = SamplingWindow {
+            period_ns: period,
+            window_ns,
+        };
+        // The same observations weighed by time alone, and by time and pace.
+        let (mut timed, mut paced) = (OpenWindow::default(), OpenWindow::default());
+        let (mut by_time, mut by_pace) = (Estimates::default(), Estimates::default());
+        let mut truth = 0u64;
+        let mut marks: Option<(ProgressMark, ProgressMark)> = None;
+        for k in 0..=200u64 {
+            let start = k * period;
+            let now = mark(start, truth / 2);
+            let p = marks.map_or(1.0, |(s, e)| pace(s, e, now).unwrap());
+            for (o, w) in timed.close(Some(planned), start, |_| 1.0) {
+                by_time.add(&o, w);
+            }
+            for (o, w) in paced.close(Some(planned), start, |_| p) {
+                by_pace.add(&o, w);
+            }
+            if k == 200 {
+                break;
+            }
+            let mut t = start;
+            while t + 6_000 <= start + window_ns {
+                t += 6_000;
+                truth += 1;
+                let o = Observation {
+                    pid: 1,
+                    length_ns: 0,
+                    end_ns: t,
+                    seen: Seen::Created,
+                };
+                timed.record(o.clone()).unwrap();
+                paced.record(o).unwrap();
+            }
+            marks = Some((now, mark(t, truth / 2)));
+            while t + 1_000 <= start + period {
+                t += 1_000;
+                truth += 1;
+            }
+        }
+        let truth = truth as f64;
+        assert!(
+            by_time.created < truth / 5.0,
+            "{} of {truth}",
+            by_time.created
+        );
+        assert!(
+            (by_pace.created / truth - 1.0).abs() < 0.01,
+            "{} of {truth}",
+            by_pace.created
+        );
     }
 }
