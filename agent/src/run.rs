@@ -12,8 +12,11 @@ use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{
     aggregate::{
-        Aggregator, AttachedBinary, Binaries, SamplingStatus, Settings, State, leaks::LeakSettings,
-        process::Retention, progress_marks, sampling::SamplingWindow,
+        Aggregator, AttachedBinary, Binaries, SamplingStatus, Settings, State,
+        leaks::LeakSettings,
+        process::Retention,
+        progress_marks,
+        sampling::{ProgressMark, SamplingWindow},
     },
     budget::{BudgetSettings, Counters, Sampler, Switch, TargetTotal},
     cli::RunOptions,
@@ -327,7 +330,9 @@ pub async fn run_until(
             settings.cpus,
             settings.period
         );
-        let progress = (&mut target_progress, handle.progress().await);
+        progress_readers = handle.progress_readers().await;
+        let marks = progress_marks(&progress_readers);
+        let progress = (&mut target_progress, marks.as_slice());
         let counters = budget_counters(
             &agent_drops,
             &mut target_cpu,
@@ -336,8 +341,6 @@ pub async fn run_until(
             fleet.as_ref(),
         );
         let s = Sampler::new(settings, monotonic_ns(), counters);
-        progress_readers = handle.progress_readers().await;
-        let marks = progress_marks(&progress_readers);
         handle.sampling(sampling_status(&s), marks).await;
         sampler = Some(s);
     }
@@ -427,7 +430,10 @@ pub async fn run_until(
             }
             _ = sampling_due(&sampler) => {
                 let Some(s) = &mut sampler else { continue };
-                let progress = (&mut target_progress, handle.progress().await);
+                // Read here, not by the aggregator: busy with a window's events, it would
+                // answer late.
+                let marks = progress_marks(&progress_readers);
+                let progress = (&mut target_progress, marks.as_slice());
                 let counters =
                     budget_counters(&agent_drops, &mut target_cpu, progress, &want, fleet.as_ref());
                 let switch = s.switch(monotonic_ns(), counters);
@@ -438,7 +444,6 @@ pub async fn run_until(
                 if let Some(fleet) = &mut fleet {
                     match switch {
                         Switch::Suspend => {
-                            let marks = progress_marks(&progress_readers);
                             fleet.suspend_all(&mut probes);
                             handle.window_ended(s.window_start_ns(), marks).await;
                         }
@@ -470,7 +475,6 @@ pub async fn run_until(
                         // The window's progress ends with the probes' last moments in, at
                         // the targets' pace in it (their removal waits out a grace period
                         // after they stopped firing, at full pace).
-                        let marks = progress_marks(&progress_readers);
                         drop(probes.suspend(a));
                         handle.window_ended(s.window_start_ns(), marks).await;
                     }
@@ -560,7 +564,7 @@ fn sampling_status(s: &Sampler) -> SamplingStatus {
 fn budget_counters(
     drops: &AgentDrops,
     target_cpu: &mut TargetTotal,
-    progress: (&mut TargetTotal, Vec<(u32, u64)>),
+    progress: (&mut TargetTotal, &[(u32, ProgressMark)]),
     want: &Want,
     fleet: Option<&Fleet>,
 ) -> Counters {
@@ -578,7 +582,7 @@ fn budget_counters(
         hits: drops.probe_hits(),
         agent_cpu_ns: own_cpu_ns(),
         target_cpu_ns: target_cpu.read(readings),
-        progress: progress.read(counts),
+        progress: progress.read(counts.iter().map(|&(pid, m)| (pid, m.events))),
     }
 }
 

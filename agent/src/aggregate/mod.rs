@@ -194,11 +194,6 @@ pub enum Query {
         trace_id: Option<String>,
         reply: oneshot::Sender<Vec<requests::RequestRecord>>,
     },
-    /// Each live process's progress for `--overhead-budget`: its runtime's count of
-    /// scheduling events, read from memory now.
-    Progress {
-        reply: oneshot::Sender<Vec<(u32, u64)>>,
-    },
     /// The block profile of `pid` so far (the baseline of a window).
     ProfileSnapshot {
         pid: u32,
@@ -305,13 +300,6 @@ impl QueryHandle {
             reply,
         })
         .await
-    }
-
-    /// (pid, the runtime's count of scheduling events) of every live process that has one.
-    pub async fn progress(&self) -> Vec<(u32, u64)> {
-        self.ask(|reply| Query::Progress { reply })
-            .await
-            .unwrap_or_default()
     }
 
     pub async fn profile_snapshot(&self, pid: u32) -> Option<profile::Snapshot> {
@@ -1478,19 +1466,6 @@ impl Aggregator {
             }
             Query::Processes(reply) => {
                 let _ = reply.send(view::processes(&self.state, now));
-            }
-            Query::Progress { reply } => {
-                let counts = self
-                    .state
-                    .processes
-                    .values_mut()
-                    .filter(|p| p.exited_ns.is_none())
-                    .filter_map(|p| {
-                        p.read_sched_latency();
-                        Some((p.pid, p.sched_latency.as_ref()?.count()))
-                    })
-                    .collect();
-                let _ = reply.send(counts);
             }
             Query::ProfileSnapshot { pid, reply } => {
                 let _ = reply.send(self.state.processes.get(&pid).map(|p| p.profile.snapshot()));

@@ -344,8 +344,8 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
         println!(
             "\n--overhead-budget {BUDGET} ({BUDGET_PERIOD_S} s periods): sampling ratio {ratio:.3} at the end \
              (idle); estimated parks per request {estimated:.2} against {full:.2} measured with all probes in \
-             ({:+.1} %: wrk is a closed loop, so the server runs faster, and parks less per request, while \
-             the probes are out)",
+             ({:+.1} %: wrk is a closed loop, so the full measurement is of a server the probes slow, the \
+             estimate mostly of one running unprobed)",
             (estimated / full - 1.0) * 100.0
         );
     }
