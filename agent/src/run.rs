@@ -210,20 +210,7 @@ pub async fn run_until(
                 removal: trap.removal,
                 cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             };
-            let period_ns = settings.period.as_nanos() as u64;
-            state.set_sampling(
-                SamplingStatus {
-                    window: SamplingWindow {
-                        period_ns,
-                        window_ns: period_ns,
-                    },
-                    cost: None,
-                    settings,
-                    periods: 0,
-                    window_start_ns: monotonic_ns(),
-                },
-                &[],
-            );
+            state.set_sampling(SamplingStatus::all_in(settings, monotonic_ns()), &[]);
             Some(settings)
         }
         None => None,

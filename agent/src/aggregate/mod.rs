@@ -152,6 +152,23 @@ pub struct SamplingStatus {
     pub window_start_ns: u64,
 }
 
+impl SamplingStatus {
+    /// A budget's start, before its first period has been measured: everything measured.
+    pub fn all_in(settings: crate::budget::BudgetSettings, now_ns: u64) -> SamplingStatus {
+        let period_ns = settings.period.as_nanos() as u64;
+        SamplingStatus {
+            window: sampling::SamplingWindow {
+                period_ns,
+                window_ns: period_ns,
+            },
+            cost: None,
+            settings,
+            periods: 0,
+            window_start_ns: now_ns,
+        }
+    }
+}
+
 /// A request from an exporter.
 pub enum Query {
     /// The sampling for the period that begins, and the targets' progress at its start.
