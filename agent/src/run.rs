@@ -12,7 +12,8 @@ use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{
     aggregate::{
-        Aggregator, AttachedBinary, Binaries, SamplingStatus, Settings, State,
+        Aggregator, AttachedBinary, Binaries, ProgressReader, QueryHandle, SamplingStatus,
+        Settings, State,
         leaks::LeakSettings,
         process::Retention,
         progress_marks,
@@ -439,14 +440,12 @@ pub async fn run_until(
                             if let Some(ns) = fleet.resume_all(&mut probes, &binaries) {
                                 s.resumed_at(ns);
                             }
-                            let marks = progress_marks(&progress_readers);
-                            handle.sampling(sampling_status(s), marks).await;
+                            begin_period(&handle, s, &progress_readers).await;
                             handle.resync().await;
                         }
                         Switch::Stay => {
                             progress_readers = handle.progress_readers().await;
-                            let marks = progress_marks(&progress_readers);
-                            handle.sampling(sampling_status(s), marks).await;
+                            begin_period(&handle, s, &progress_readers).await;
                         }
                         Switch::Settled | Switch::Checked => {}
                     }
@@ -477,14 +476,12 @@ pub async fn run_until(
                             }
                         }
                         // The window's progress is read first, then the goroutines.
-                        let marks = progress_marks(&progress_readers);
-                        handle.sampling(sampling_status(s), marks).await;
+                        begin_period(&handle, s, &progress_readers).await;
                         handle.resync().await;
                     }
                     Switch::Stay => {
                         progress_readers = handle.progress_readers().await;
-                        let marks = progress_marks(&progress_readers);
-                        handle.sampling(sampling_status(s), marks).await;
+                        begin_period(&handle, s, &progress_readers).await;
                     }
                 }
             }
@@ -531,6 +528,14 @@ async fn sampling_due(sampler: &Option<Sampler>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// A period begins (its probes in): the aggregator learns its sampling, and the targets'
+/// progress now, the window's start.
+async fn begin_period(handle: &QueryHandle, s: &Sampler, readers: &[ProgressReader]) {
+    handle
+        .sampling(sampling_status(s), progress_marks(readers))
+        .await;
 }
 
 fn sampling_status(s: &Sampler) -> SamplingStatus {
