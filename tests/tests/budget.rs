@@ -299,8 +299,9 @@ fn budget_holds(mode: Mode) -> Result<()> {
 /// windows than out of them: weighing what the windows saw by time alone would estimate a
 /// fraction of its parks. gort weighs them by the target's pace too (the runtime's count of
 /// scheduling events, read from its memory at the window's ends): the estimates stay within
-/// 10 % of the program's own count of round trips (2 channel parks each). And the budget
-/// holds as lost round trips.
+/// 10 % of the program's own count of round trips (2 channel parks each), its blocked time
+/// stays between 0.75 and its two goroutines' worth, and the budget holds as lost round
+/// trips.
 #[test]
 fn estimates_hold_for_a_target_the_probes_slow() -> Result<()> {
     let _serial = serial();
@@ -358,6 +359,30 @@ fn estimates_hold_for_a_target_the_probes_slow() -> Result<()> {
     ensure!(
         (chan / truth - 1.0).abs() <= 0.10,
         "estimated {chan:.0} channel parks over {secs:.1} s; the program made {truth:.0}"
+    );
+    // Blocked time: without probes one of the two goroutines is parked (or made ready and
+    // waiting to run) at any moment, one goroutine-second per second; with them in, each
+    // park also lasts through traps (its own return probe's among them), and both sides are
+    // at times parked at once. Blocked seconds are weighed by time, not by the pace: counted
+    // as many times as the parks a slowed window stands for, they came to hundreds of
+    // goroutine-seconds per second, more than the program's two goroutines have.
+    let blocked = |m: &Metrics| {
+        estimated_of(
+            m,
+            "gort_goroutine_blocked_estimated_seconds_total",
+            Some("chan receive"),
+        ) + estimated_of(
+            m,
+            "gort_goroutine_blocked_estimated_seconds_total",
+            Some("chan send"),
+        )
+    };
+    let blocked = (blocked(&m6) - blocked(&m1)) / secs;
+    eprintln!("estimated blocked goroutine-seconds per second: {blocked:.2}");
+    ensure!(
+        (0.75..=2.0).contains(&blocked),
+        "estimated {blocked:.2} goroutine-seconds blocked per second on channels; the program \
+         has two goroutines, one of them blocked at any moment without probes"
     );
     // The budget in a closed loop: the probes' cost shows as lost progress, not CPU. 5 % of
     // this host's CPUs is 10 % of a program using one flat out (with a tolerance of half

@@ -972,12 +972,12 @@ impl State {
                 Ok(()) => return,
                 // Too many to hold: weighed at once, with the planned window.
                 Err(o) => {
-                    let weight = planned.weight(o.length_ns);
+                    let weight = sampling::Weight::of_time(planned.weight(o.length_ns));
                     (o, weight)
                 }
             }
         } else {
-            (o, 1.0)
+            (o, sampling::Weight::ONE)
         };
         if let Some(p) = self.processes.get_mut(&o.pid) {
             p.estimates.add(&o, weight);
