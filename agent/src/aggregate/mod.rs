@@ -106,15 +106,18 @@ pub struct Settings {
     pub span_min_block_ns: u64,
 }
 
-/// Reads a process's progress (its runtime's count of scheduling events) from its memory,
+/// Reads a process's progress (its runtime's counts of scheduling events and of goroutines
+/// created) from its memory,
 /// in the run loop: at the very ends of a sampled window, which the aggregator, busy with
 /// the window's events, would read late (`sampling::pace`).
 #[derive(Debug)]
 pub struct ProgressReader {
     pub pid: u32,
     memory: ProcessMemory,
+    /// `sched.timeToRun` and `sched.goidgen` in the process.
     addr: u64,
     layout: gobinary::TimeHistogramLayout,
+    goidgen: Option<u64>,
 }
 
 impl ProgressReader {
@@ -124,9 +127,17 @@ impl ProgressReader {
             return None;
         }
         let events = sched_latency::RuntimeHistogram::decode(self.layout, &buf)?.count();
+        // 0 where unknown: no creation pace then (`sampling::Pace::of`).
+        let mut goids = [0u8; 8];
+        if let Some(addr) = self.goidgen {
+            if !self.memory.read(addr, &mut goids) {
+                goids = [0; 8];
+            }
+        }
         Some(sampling::ProgressMark {
             ns: monotonic_ns(),
             events,
+            goids: u64::from_le_bytes(goids),
         })
     }
 }
@@ -633,6 +644,7 @@ impl ProcessState {
             memory: ProcessMemory::open(self.pid).ok()?,
             addr: h.vaddr.wrapping_add(bias),
             layout: h.layout,
+            goidgen: h.goidgen_vaddr.map(|a| a.wrapping_add(bias)),
         })
     }
 
@@ -904,7 +916,7 @@ impl State {
     }
 
     /// A new sampling period: what the last window saw is weighed now that its end is known,
-    /// and each process's pace over the period with it (`sampling::pace`).
+    /// and each process's pace over the period with it (`sampling::Pace`).
     pub fn set_sampling(
         &mut self,
         status: SamplingStatus,
@@ -918,22 +930,23 @@ impl State {
                 .find(|(pid, _)| *pid == p.pid)
                 .map(|&(_, m)| m);
             if let ((Some(start), Some(end)), Some(now)) = (p.window_progress, now) {
-                let pace = sampling::pace(start, end, now);
+                let pace = sampling::Pace::of(start, end, now);
                 log::debug!(
-                    "pace of {}: {} events in the window's {:.3} s, {} in the period's {:.3} s: {pace:?}",
+                    "pace of {}: {} events and {} goroutine ids in the window's {:.3} s, {} and \
+                     {} in the period's {:.3} s: {pace:?}",
                     p.pid,
                     end.events.saturating_sub(start.events),
+                    end.goids.saturating_sub(start.goids),
                     end.ns.saturating_sub(start.ns) as f64 / 1e9,
                     now.events.saturating_sub(start.events),
+                    now.goids.saturating_sub(start.goids),
                     now.ns.saturating_sub(start.ns) as f64 / 1e9,
                 );
-                if let Some(pace) = pace {
-                    paces.insert(p.pid, pace);
-                }
+                paces.insert(p.pid, pace);
             }
             p.window_progress = (now, None);
         }
-        let pace = |pid| paces.get(&pid).copied().unwrap_or(1.0);
+        let pace = |pid| paces.get(&pid).copied().unwrap_or(sampling::Pace::ONE);
         for (o, weight) in self.window.close(next, status.window_start_ns, pace) {
             if let Some(p) = self.processes.get_mut(&o.pid) {
                 p.estimates.add(&o, weight);

@@ -10,7 +10,7 @@
 //! by the probes' traps in the window, so parks less there than over the rest of the period:
 //! time weights alone would underestimate it as many times over. The runtime's own count of
 //! scheduling events (read from the target's memory with the probes in or out, see
-//! [`pace`]) says how much: where the window's share of it departs from its share of the time
+//! [`Pace`]) says how much: where the window's share of it departs from its share of the time
 //! beyond chance, each count's weight is multiplied by the ratio of the two paces. Blocked
 //! seconds keep the time weights: they measure how many goroutines were parked over time,
 //! which the probes change far less than the count of parks (a ping-pong has one of its two
@@ -19,6 +19,8 @@
 //! seconds blocked per second of its two goroutines.
 
 use std::collections::BTreeMap;
+
+use super::histogram::WeightedHistogram;
 
 /// The sampling in force.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,42 +56,95 @@ impl SamplingWindow {
     }
 }
 
-/// A reading of a target's progress: the runtime's count of scheduling events so far (its
-/// scheduling-latency histogram's, which counts one in eight of each goroutine's times out
-/// of running: parks, preemptions, system calls) at `ns` (CLOCK_MONOTONIC).
+/// A reading of a target's progress at `ns` (CLOCK_MONOTONIC): the runtime's count of
+/// scheduling events so far (its scheduling-latency histogram's, which counts one in eight
+/// of each goroutine's times out of running: parks, preemptions, system calls) and its
+/// goroutine id generator (`sched.goidgen`: goroutines created, taken by each P in batches
+/// of [`GOID_BATCH`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProgressMark {
     pub ns: u64,
     pub events: u64,
+    pub goids: u64,
 }
 
-/// Events a period must count for its pace to be compared with its window's.
-const MIN_PACE_EVENTS: u64 = 100;
+/// Goroutine ids a P takes from `sched.goidgen` at a time (`_GoidCacheBatch`).
+pub const GOID_BATCH: u64 = 16;
+/// Counts (events, batches of ids) a period must hold for its pace to be compared with its
+/// window's.
+const MIN_PACE_COUNTS: u64 = 100;
 /// How far (standard deviations) the window's share of the events must be from its share of
 /// the time to tell a target slowed (or sped) in the window from chance.
 const PACE_SIGMAS: f64 = 3.0;
 
-/// How many times faster a target went over the whole period than in its window, read from
-/// its progress at the window's start, its end (the probes out) and the next window's start;
-/// `None` where the difference is within chance (or too little was counted to tell): the
-/// time weights hold then. Under the hypothesis of one pace, the window's events are a
-/// binomial draw of the period's with its share of the time.
-pub fn pace(start: ProgressMark, end: ProgressMark, next: ProgressMark) -> Option<f64> {
-    let window_ns = end.ns.checked_sub(start.ns)?;
-    let period_ns = next.ns.checked_sub(start.ns)?;
-    // A counter that went back belongs to another process (pid reuse).
-    let in_window = end.events.checked_sub(start.events)?;
-    let in_period = next.events.checked_sub(start.events)?;
-    if window_ns == 0 || window_ns >= period_ns || in_period < MIN_PACE_EVENTS {
+/// How many times faster a target went over a period than in its window, by two of the
+/// runtime's counters: its scheduling events (for parks and requests) and its goroutine
+/// creations (for creations and exits; a program's mix of events changes under the probes,
+/// so one does not stand for the other: a program creating goroutines flat out counted 6.4
+/// times fewer scheduling events in its windows, but 4.4 times fewer creations).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    pub events: f64,
+    pub creations: f64,
+}
+
+impl Pace {
+    pub const ONE: Pace = Pace {
+        events: 1.0,
+        creations: 1.0,
+    };
+
+    /// The paces read at the window's start, its end (the probes out) and the next window's
+    /// start. Where a counter departs from one pace within chance the time weights hold (1);
+    /// where it counted too little to tell, creations take the events' pace.
+    pub fn of(start: ProgressMark, end: ProgressMark, next: ProgressMark) -> Pace {
+        let of = |count: fn(&ProgressMark) -> u64, unit: u64| {
+            pace(
+                (start.ns, count(&start) / unit),
+                (end.ns, count(&end) / unit),
+                (next.ns, count(&next) / unit),
+            )
+        };
+        let events = of(|m| m.events, 1);
+        Pace {
+            events: events.flatten().unwrap_or(1.0),
+            creations: match of(|m| m.goids, GOID_BATCH) {
+                Some(p) => p.unwrap_or(1.0),
+                None => events.flatten().unwrap_or(1.0),
+            },
+        }
+    }
+
+    /// The pace of what `seen` counts.
+    pub fn of_seen(&self, seen: &Seen) -> f64 {
+        match seen {
+            Seen::Created | Seen::Exited => self.creations,
+            Seen::Park { .. } | Seen::Request { .. } => self.events,
+        }
+    }
+}
+
+/// How many times faster a counter went over the whole period than in its window, from
+/// (time, count) at the window's start, its end and the next window's start: `None` where
+/// it counted too little to tell (or the readings are out of order, or a counter went back,
+/// another process's after a pid reuse), `Some(None)` where the difference is within
+/// chance. Under the hypothesis of one pace, the window's counts are a binomial draw of the
+/// period's with its share of the time.
+fn pace(start: (u64, u64), end: (u64, u64), next: (u64, u64)) -> Option<Option<f64>> {
+    let window_ns = end.0.checked_sub(start.0)?;
+    let period_ns = next.0.checked_sub(start.0)?;
+    let in_window = end.1.checked_sub(start.1)?;
+    let in_period = next.1.checked_sub(start.1)?;
+    if window_ns == 0 || window_ns >= period_ns || in_period < MIN_PACE_COUNTS {
         return None;
     }
     let share = window_ns as f64 / period_ns as f64;
     let expected = in_period as f64 * share;
     let sd = (expected * (1.0 - share)).sqrt();
     if (expected - in_window as f64).abs() < PACE_SIGMAS * sd {
-        return None;
+        return Some(None);
     }
-    Some(expected / in_window.max(1) as f64)
+    Some(Some(expected / in_window.max(1) as f64))
 }
 
 /// How much one observation stands for: `count` times in the counts (parks, requests,
@@ -161,12 +216,12 @@ impl OpenWindow {
 
     /// Ends this window at the start of the next (`next_start_ns`): what ended after it
     /// belongs to the next. Returns the observations weighed, each count's weight multiplied
-    /// by its process's `pace` over the period (1 where it went at one pace).
+    /// by its process's `pace` over the period ([`Pace::ONE`] where it went at one pace).
     pub fn close(
         &mut self,
         next: Option<SamplingWindow>,
         next_start_ns: u64,
-        pace: impl Fn(u32) -> f64,
+        pace: impl Fn(u32) -> Pace,
     ) -> Vec<(Observation, Weight)> {
         let (mine, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.seen)
             .into_iter()
@@ -188,7 +243,7 @@ impl OpenWindow {
                 mine.into_iter()
                     .map(|o| {
                         let time = w.weight(o.length_ns);
-                        let count = time * pace(o.pid);
+                        let count = time * pace(o.pid).of_seen(&o.seen);
                         (o, Weight { count, time })
                     })
                     .collect()
@@ -217,6 +272,9 @@ pub struct Estimates {
     pub by_reason: BTreeMap<u8, (f64, f64)>,
     /// Parks and blocked seconds by (wait reason, call site).
     pub by_site: BTreeMap<(u8, u32), (f64, f64)>,
+    /// Park durations by wait reason: each park's weight grows with its length, so long
+    /// parks, seen whole less often, keep their share.
+    pub durations: BTreeMap<u8, WeightedHistogram>,
     pub created: f64,
     pub exited: f64,
     pub requests: f64,
@@ -230,6 +288,10 @@ impl Estimates {
             Seen::Park { reason, site } => {
                 let secs = w.time * o.length_ns as f64 / 1e9;
                 add_to(&mut self.by_reason, *reason, w.count, secs);
+                self.durations
+                    .entry(*reason)
+                    .or_default()
+                    .record(o.length_ns, w.count, w.time);
                 if let Some(site) = site {
                     add_to(&mut self.by_site, (*reason, *site), w.count, secs);
                 }
@@ -271,7 +333,7 @@ mod tests {
             },
         };
         let mut open = OpenWindow::default();
-        open.close(Some(planned), 5_000, |_| 1.0);
+        open.close(Some(planned), 5_000, |_| Pace::ONE);
         // The events say the probes were in for 80 ns of the 100 planned.
         open.record(park(5_050)).unwrap();
         open.record(park(5_080)).unwrap();
@@ -285,7 +347,7 @@ mod tests {
         .unwrap();
         // A park of the next window, drained before it was closed.
         open.record(park(6_010)).unwrap();
-        let weighed = open.close(Some(planned), 6_000, |_| 1.0);
+        let weighed = open.close(Some(planned), 6_000, |_| Pace::ONE);
         assert_eq!(weighed.len(), 3);
         for (o, w) in weighed {
             let want = if o.seen == Seen::Created {
@@ -296,7 +358,7 @@ mod tests {
             assert_eq!(w.count, w.time);
             assert!((w.count - want).abs() < 1e-9, "{w:?}");
         }
-        assert_eq!(open.close(None, 7_000, |_| 1.0).len(), 1);
+        assert_eq!(open.close(None, 7_000, |_| Pace::ONE).len(), 1);
     }
 
     #[test]
@@ -356,6 +418,66 @@ mod tests {
         assert_eq!(est.by_site[&(7, 3)], (n, secs));
     }
 
+    /// Short and long parks spread evenly: the long ones are seen whole far less often (the
+    /// histogram of what was seen leans short), the estimated histogram has both as they
+    /// were.
+    #[test]
+    fn the_estimated_histogram_keeps_long_parks_share() {
+        use crate::aggregate::histogram::DurationHistogram;
+        let period = 1_000_000u64;
+        let window = SamplingWindow {
+            period_ns: period,
+            window_ns: 200_000,
+        };
+        let (short, long) = (10_000u64, 150_000u64);
+        let mut truth = DurationHistogram::default();
+        let mut seen = DurationHistogram::default();
+        let mut est = Estimates::default();
+        for (d, every) in [(short, 997u64), (long, 4_999)] {
+            let mut t = 0;
+            while t < 1_000 * period {
+                truth.record(d);
+                if t % period + d <= window.window_ns {
+                    seen.record(d);
+                    let park = Observation {
+                        pid: 1,
+                        length_ns: d,
+                        end_ns: t + d,
+                        seen: Seen::Park {
+                            reason: 7,
+                            site: None,
+                        },
+                    };
+                    est.add(&park, Weight::of_time(window.weight(d)));
+                }
+                t += every;
+            }
+        }
+        let bucket = |h: &DurationHistogram, d| {
+            h.buckets_seconds()[DurationHistogram::bucket_of(d)].1 as f64
+        };
+        let share_of_long = |h: &DurationHistogram| bucket(h, long) / h.count() as f64;
+        // A sixth of the parks are long; of those seen, one in twenty.
+        assert!((share_of_long(&truth) - 1.0 / 6.0).abs() < 0.01);
+        assert!(share_of_long(&seen) < 0.06, "{seen:?}");
+        let h = &est.durations[&7];
+        let cumulative = h.cumulative_buckets();
+        let at = |d| cumulative[DurationHistogram::bucket_of(d)].1 as f64;
+        let (est_short, est_long) = (at(short), at(long) - at(short));
+        assert!(
+            (est_short / bucket(&truth, short) - 1.0).abs() < 0.01,
+            "{h:?}"
+        );
+        assert!(
+            (est_long / bucket(&truth, long) - 1.0).abs() < 0.01,
+            "{h:?}"
+        );
+        assert_eq!(h.count() as f64, est_short + est_long);
+        let true_secs = truth.sum_ns() as f64 / 1e9;
+        assert!((h.sum_seconds() / true_secs - 1.0).abs() < 0.01);
+        assert!((h.sum_seconds() - est.by_reason[&7].1).abs() < 1e-9);
+    }
+
     /// Requests of one length and creations spread evenly over many periods, weighed by
     /// `close` with the window their events show: the estimates equal the truth.
     #[test]
@@ -370,7 +492,7 @@ mod tests {
         let (mut requests, mut created) = (0u64, 0u64);
         for k in 0..500u64 {
             let start = k * period;
-            for (o, w) in open.close(Some(planned), start, |_| 1.0) {
+            for (o, w) in open.close(Some(planned), start, |_| Pace::ONE) {
                 est.add(&o, w);
             }
             // A request starting every 1,009 ns and a creation every 503 ns over the period;
@@ -406,7 +528,7 @@ mod tests {
                 t += 503;
             }
         }
-        for (o, w) in open.close(None, 500 * period, |_| 1.0) {
+        for (o, w) in open.close(None, 500 * period, |_| Pace::ONE) {
             est.add(&o, w);
         }
         // The window is read from the last event in it, a little short of the planned one:
@@ -422,22 +544,45 @@ mod tests {
     }
 
     fn mark(ns: u64, events: u64) -> ProgressMark {
-        ProgressMark { ns, events }
+        ProgressMark {
+            ns,
+            events,
+            goids: 0,
+        }
+    }
+
+    /// The events' pace alone (no goroutines created).
+    fn events_pace(start: ProgressMark, end: ProgressMark, next: ProgressMark) -> Option<f64> {
+        let p = Pace::of(start, end, next);
+        assert_eq!(p.creations, p.events, "creations take the events' pace");
+        (p.events != 1.0).then_some(p.events)
     }
 
     #[test]
     fn one_pace_keeps_the_time_weights() {
         // 1,000 events a second, a 0.3 s window in a 3 s period, with a little noise.
-        assert_eq!(pace(mark(0, 0), mark(300, 290), mark(3_000, 3_000)), None);
-        assert_eq!(pace(mark(0, 0), mark(300, 312), mark(3_000, 3_000)), None);
+        assert_eq!(
+            events_pace(mark(0, 0), mark(300, 290), mark(3_000, 3_000)),
+            None
+        );
+        assert_eq!(
+            events_pace(mark(0, 0), mark(300, 312), mark(3_000, 3_000)),
+            None
+        );
         // Too few events to tell, however far apart.
-        assert_eq!(pace(mark(0, 0), mark(300, 0), mark(3_000, 90)), None);
+        assert_eq!(events_pace(mark(0, 0), mark(300, 0), mark(3_000, 90)), None);
         // Readings out of order, or a counter that went back (another process).
-        assert_eq!(pace(mark(300, 0), mark(0, 10), mark(3_000, 3_000)), None);
-        assert_eq!(pace(mark(0, 500), mark(300, 10), mark(3_000, 3_000)), None);
+        assert_eq!(
+            events_pace(mark(300, 0), mark(0, 10), mark(3_000, 3_000)),
+            None
+        );
+        assert_eq!(
+            events_pace(mark(0, 500), mark(300, 10), mark(3_000, 3_000)),
+            None
+        );
         // The probes in all period.
         assert_eq!(
-            pace(mark(0, 0), mark(3_000, 3_000), mark(3_000, 3_000)),
+            events_pace(mark(0, 0), mark(3_000, 3_000), mark(3_000, 3_000)),
             None
         );
     }
@@ -445,14 +590,43 @@ mod tests {
     #[test]
     fn a_target_slowed_in_the_window_is_weighed_by_its_pace() {
         // Six times slower in the window: 50 events in 0.3 s against 1,000 a second after.
-        let p = pace(mark(0, 0), mark(300, 50), mark(3_000, 2_750)).unwrap();
+        let p = events_pace(mark(0, 0), mark(300, 50), mark(3_000, 2_750)).unwrap();
         assert!((p - 5.5).abs() < 1e-9, "{p}");
         // Faster in the window (a burst): weighed less.
-        let p = pace(mark(0, 0), mark(300, 600), mark(3_000, 3_300)).unwrap();
+        let p = events_pace(mark(0, 0), mark(300, 600), mark(3_000, 3_300)).unwrap();
         assert!((p - 0.55).abs() < 1e-9, "{p}");
         // Nothing counted in the window: as if one.
-        let p = pace(mark(0, 0), mark(300, 0), mark(3_000, 3_000)).unwrap();
+        let p = events_pace(mark(0, 0), mark(300, 0), mark(3_000, 3_000)).unwrap();
         assert!((p - 300.0).abs() < 1e-9, "{p}");
+    }
+
+    #[test]
+    fn creations_take_the_pace_of_the_goroutine_ids() {
+        let m = |ns, events, goids| ProgressMark { ns, events, goids };
+        // 0.3 s window of a 3 s period: the events 6.4 times slower in it, the creations
+        // (ids taken 16 at a time) 4.4 times.
+        let start = m(0, 0, 0);
+        let end = m(300, 1_000, 16 * 1_000);
+        let next = m(3_000, 64_000, 16 * 44_000);
+        let p = Pace::of(start, end, next);
+        assert!((p.events - 6.4).abs() < 1e-9, "{p:?}");
+        assert!((p.creations - 4.4).abs() < 1e-9, "{p:?}");
+        let park = Seen::Park {
+            reason: 1,
+            site: None,
+        };
+        assert_eq!(p.of_seen(&park), p.events);
+        assert_eq!(p.of_seen(&Seen::Exited), p.creations);
+        // Creations at one pace while the events slowed: the time weights hold for them.
+        let p = Pace::of(
+            start,
+            m(300, 1_000, 16 * 1_000),
+            m(3_000, 64_000, 16 * 10_000),
+        );
+        assert_eq!((p.events, p.creations), (6.4, 1.0));
+        // Too few creations to tell (under 100 batches): as the events.
+        let p = Pace::of(start, m(300, 1_000, 16), m(3_000, 64_000, 16 * 99));
+        assert_eq!(p.creations, p.events);
     }
 
     /// A closed loop: a goroutine always parked, each park 1 µs long without probes and 6 µs
@@ -475,8 +649,9 @@ mod tests {
         for k in 0..=periods {
             let start = k * period;
             let now = mark(start, parks / 2);
-            let p = marks.map_or(1.0, |(s, e)| pace(s, e, now).unwrap());
-            for (o, w) in timed.close(Some(planned), start, |_| 1.0) {
+            let p = marks.map_or(Pace::ONE, |(s, e)| Pace::of(s, e, now));
+            assert!(k < 2 || p.events > 3.0, "{p:?}");
+            for (o, w) in timed.close(Some(planned), start, |_| Pace::ONE) {
                 by_time.add(&o, Weight::of_time(w.time));
             }
             for (o, w) in paced.close(Some(planned), start, |_| p) {

@@ -6,7 +6,7 @@ use serde::Serialize;
 pub use super::symbols::Frame;
 use super::{
     State,
-    histogram::DurationHistogram,
+    histogram::{DurationHistogram, WeightedHistogram},
     process::{GoroutineBlocking, GoroutineState},
     symbols::{Symbolizer, is_system_goroutine},
 };
@@ -59,6 +59,8 @@ pub struct EstimateMetrics {
     /// HTTP requests, and (reason, parks, blocked seconds) inside them, when the request
     /// probes are attached.
     pub requests: Option<(f64, Vec<ReasonEstimate>)>,
+    /// Park durations by wait reason, each park weighed as in the totals.
+    pub durations: Vec<(String, WeightedHistogram)>,
 }
 
 #[cfg(test)]
@@ -75,6 +77,12 @@ impl EstimateMetrics {
             )],
             lifecycle: Some((48.0, 40.5)),
             requests: Some((20.0, vec![("IO wait".into(), 60.0, 1.5)])),
+            durations: vec![("chan receive".into(), {
+                let mut h = WeightedHistogram::default();
+                h.record(2_000_000, 6.0, 6.0);
+                h.record(20_000_000, 2.5, 2.5);
+                h
+            })],
         }
     }
 }
@@ -157,7 +165,14 @@ fn estimate_metrics(
     use super::sampling::add_to;
     use std::collections::BTreeMap;
     let e = &p.estimates;
-    let mut by_reason: BTreeMap<u8, (f64, f64)> = reasons.map(|r| (r, (0.0, 0.0))).collect();
+    let reasons: Vec<u8> = reasons.collect();
+    let mut durations: BTreeMap<u8, WeightedHistogram> = reasons
+        .iter()
+        .map(|&r| (r, WeightedHistogram::default()))
+        .collect();
+    durations.extend(e.durations.iter().map(|(&r, h)| (r, h.clone())));
+    let mut by_reason: BTreeMap<u8, (f64, f64)> =
+        reasons.into_iter().map(|r| (r, (0.0, 0.0))).collect();
     by_reason.extend(e.by_reason.iter().map(|(&r, &v)| (r, v)));
     let mut by_site: BTreeMap<(String, String), (f64, f64)> = p
         .sites
@@ -196,6 +211,7 @@ fn estimate_metrics(
             .collect(),
         lifecycle: p.binary.probes_lifecycle().then_some((e.created, e.exited)),
         requests,
+        durations: durations.into_iter().map(|(r, h)| (name(r), h)).collect(),
     }
 }
 

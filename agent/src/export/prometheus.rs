@@ -46,9 +46,25 @@ fn escape(value: &str) -> String {
 }
 
 /// `gort_goroutine_block_duration_seconds`, with an exemplar on each bucket that saw a block
-/// inside a traced request: the newest such block's trace and span ids, duration and time.
+/// inside a traced request: the newest such block's trace and span ids, duration and time;
+/// under a budget also `gort_goroutine_block_duration_estimated_seconds`, the same
+/// histogram with each park weighed as in the estimated totals.
 fn encode_block_durations(view: &MetricsView, out: &mut String) {
     use std::fmt::Write;
+    let labels_of = |p: &ProcessMetrics, reason: &str| {
+        process_labels(p, [("reason", reason.to_string())])
+            .iter()
+            .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let le_of = |bound: f64| {
+        if bound == f64::MAX {
+            "+Inf".to_string()
+        } else {
+            bound.to_string()
+        }
+    };
     let name = "gort_goroutine_block_duration_seconds";
     let _ = write!(
         out,
@@ -57,22 +73,14 @@ fn encode_block_durations(view: &MetricsView, out: &mut String) {
     );
     for p in &view.processes {
         for r in &p.reasons {
-            let labels = process_labels(p, [("reason", r.reason.clone())])
-                .iter()
-                .map(|(name, value)| format!("{name}=\"{}\"", escape(value)))
-                .collect::<Vec<_>>()
-                .join(",");
+            let labels = labels_of(p, &r.reason);
             let h = &r.histogram;
             let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_ns() as f64 / 1e9);
             let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
             let mut cumulative = 0;
             for (i, (bound, n)) in h.buckets_seconds().into_iter().enumerate() {
                 cumulative += n;
-                let le = if bound == f64::MAX {
-                    "+Inf".to_string()
-                } else {
-                    bound.to_string()
-                };
+                let le = le_of(bound);
                 let _ = write!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
                 if let Some(e) = r.exemplars.iter().find(|e| e.bucket == i) {
                     let _ = write!(
@@ -85,6 +93,28 @@ fn encode_block_durations(view: &MetricsView, out: &mut String) {
                     );
                 }
                 out.push('\n');
+            }
+        }
+    }
+    if view.sampling.is_none() {
+        return;
+    }
+    let name = "gort_goroutine_block_duration_estimated_seconds";
+    let _ = write!(
+        out,
+        "# HELP {name} Under --overhead-budget: gort_goroutine_block_duration_seconds estimated \
+         from the sampled parks (each weighted by the inverse of its chance to be seen whole, \
+         which falls with its length), by wait reason. An estimate: buckets are rounded.\n\
+         # TYPE {name} histogram\n# UNIT {name} seconds\n"
+    );
+    for p in &view.processes {
+        for (reason, h) in &p.estimates.durations {
+            let labels = labels_of(p, reason);
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_seconds());
+            let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
+            for (bound, cumulative) in h.cumulative_buckets() {
+                let le = le_of(bound);
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
             }
         }
     }
@@ -790,6 +820,25 @@ mod tests {
             ),
             "gort_sampling_ratio 0.25".to_string(),
             "gort_sampling_periods_total 7".to_string(),
+            "# TYPE gort_goroutine_block_duration_estimated_seconds histogram".to_string(),
+            format!(
+                "gort_goroutine_block_duration_estimated_seconds_bucket{{{p},reason=\"chan receive\",le=\"0.001\"}} 0"
+            ),
+            format!(
+                "gort_goroutine_block_duration_estimated_seconds_bucket{{{p},reason=\"chan receive\",le=\"0.0025\"}} 6"
+            ),
+            format!(
+                "gort_goroutine_block_duration_estimated_seconds_bucket{{{p},reason=\"chan receive\",le=\"0.025\"}} 9"
+            ),
+            format!(
+                "gort_goroutine_block_duration_estimated_seconds_bucket{{{p},reason=\"chan receive\",le=\"+Inf\"}} 9"
+            ),
+            format!(
+                "gort_goroutine_block_duration_estimated_seconds_count{{{p},reason=\"chan receive\"}} 9"
+            ),
+            format!(
+                "gort_goroutine_block_duration_estimated_seconds_sum{{{p},reason=\"chan receive\"}} 0.062"
+            ),
         ] {
             assert!(
                 text.lines().any(|x| x == line),

@@ -94,6 +94,9 @@ pub struct SchedLatencyHistogram {
     /// Link-time address.
     pub vaddr: u64,
     pub layout: TimeHistogramLayout,
+    /// Link-time address of `sched.goidgen`, the goroutine id generator beside it: how many
+    /// goroutines the program has created, for the pace of creations under a budget.
+    pub goidgen_vaddr: Option<u64>,
 }
 
 impl GoTarget {
@@ -166,6 +169,7 @@ impl GoTarget {
             Some(SchedLatencyHistogram {
                 vaddr: sched + u64::from(offsets.schedt_time_to_run?),
                 layout,
+                goidgen_vaddr: offsets.schedt_goidgen.map(|o| sched + u64::from(o)),
             })
         })();
         let (allg, allg_error) = match binary.allg_variables() {

@@ -188,6 +188,7 @@ mod tests {
                     by_site: vec![("chan receive".into(), "main.f f.go:1".into(), 4.0, 0.004)],
                     lifecycle: None,
                     requests: Some((12.0, vec![])),
+                    durations: vec![],
                 },
                 ..Default::default()
             }],

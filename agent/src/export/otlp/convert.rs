@@ -562,6 +562,17 @@ fn process_metrics(
     }
     if let Some(sampling) = sampling {
         estimated_metrics(p, sampling, &point, &counter, &gauge, &mut out);
+        out.push(histogram(
+            "gort.goroutine.block.duration.estimated",
+            "Under --overhead-budget: gort.goroutine.block.duration estimated from the sampled \
+             parks (each weighted by the inverse of its chance to be seen whole); buckets \
+             rounded.",
+            p.estimates
+                .durations
+                .iter()
+                .map(|(r, h)| hist_point(reason(r), h.per_bucket(), h.sum_seconds(), h.count()))
+                .collect(),
+        ));
     }
     out
 }
@@ -905,6 +916,19 @@ mod tests {
             0.5
         );
         assert_eq!(value("gort.goroutines.created.estimated", None), 48.0);
+        let Some(metric::Data::Histogram(h)) = &ms
+            .iter()
+            .find(|m| m.name == "gort.goroutine.block.duration.estimated")
+            .expect("the estimated histogram")
+            .data
+        else {
+            panic!("not a histogram")
+        };
+        let point = &h.data_points[0];
+        // 6 parks of 2 ms in (1 ms, 2.5 ms], 2.5 of 20 ms rounded up in (10 ms, 25 ms].
+        assert_eq!((point.count, point.sum), (9, Some(0.062)));
+        assert_eq!((point.bucket_counts[10], point.bucket_counts[13]), (6, 3));
+        assert_eq!(point.explicit_bounds[10], 0.0025);
         assert_eq!(value("gort.goroutines.exited.estimated", None), 40.5);
         assert_eq!(value("gort.http.requests.estimated", None), 20.0);
         assert_eq!(
