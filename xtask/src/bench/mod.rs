@@ -166,6 +166,27 @@ struct Sample {
     /// gort and bpftrace: parks they measured during the run.
     parks_seen: f64,
     lost: f64,
+    /// gort only: its CPU time over the run, and its eBPF programs' (the kernel's
+    /// `run_time_ns` of each, `kernel.bpf_stats_enabled`), in ns.
+    agent_cpu_ns: f64,
+    bpf_ns: f64,
+}
+
+/// Ids of the eBPF programs loaded now.
+fn program_ids() -> std::collections::HashSet<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(|p| Some(p.ok()?.id()))
+        .collect()
+}
+
+/// The run time (ns) of the loaded eBPF programs not in `before` (gort's, started since),
+/// as the kernel counts it while run-time statistics are on.
+fn bpf_run_ns(before: &std::collections::HashSet<u32>) -> f64 {
+    aya::programs::loaded_programs()
+        .filter_map(|p| p.ok())
+        .filter(|p| !before.contains(&p.id()))
+        .map(|p| p.run_time().as_nanos() as f64)
+        .sum()
 }
 
 pub fn run(o: Options) -> Result<()> {
@@ -193,6 +214,16 @@ pub fn run(o: Options) -> Result<()> {
         Config::Bpftrace,
         Config::RuntimeTrace,
     ];
+    // The kernel times every eBPF program run while this is held (a few tens of ns a run,
+    // alike for every configuration with probes): what gort's own programs cost per park.
+    let _bpf_stats = if o.micro.iter().any(|k| !k.is_empty()) {
+        Some(
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .context("enable eBPF run-time statistics")?,
+        )
+    } else {
+        None
+    };
     for kind in o.micro.iter().filter(|k| !k.is_empty()) {
         let mut results: Vec<(Config, Vec<Sample>)> =
             configs.iter().map(|&c| (c, Vec::new())).collect();
@@ -500,7 +531,10 @@ fn run_once(config: Config, exe: &Path, kind: &str, ops: u64) -> Result<Sample> 
         Config::GortBudget => bail!("the budget runs are HTTP only"),
         Config::Gort | Config::GortSched | Config::GortFull => {
             let args = config.gort_args(&events.0).expect("a gort configuration");
+            let before = program_ids();
             let (gort, base) = start_gort(workload.pid, &args)?;
+            let bpf0 = bpf_run_ns(&before);
+            let cpu_ns0 = cpu_ns(gort.0.id())?;
             let parks0 = sum_of(
                 &get(&format!("{base}/metrics"))?,
                 "gort_goroutine_blocks_total",
@@ -514,6 +548,8 @@ fn run_once(config: Config, exe: &Path, kind: &str, ops: u64) -> Result<Sample> 
             let wall = t0.elapsed().as_secs_f64();
             let cpu = (cpu_ticks(gort.0.id())? - cpu0) as f64 / ticks_per_second();
             sample.agent_cpu_ms_per_s = cpu * 1000.0 / wall;
+            sample.agent_cpu_ns = cpu_ns(gort.0.id())? - cpu_ns0;
+            sample.bpf_ns = bpf_run_ns(&before) - bpf0;
             sample.agent_rss_mib = rss_kib(gort.0.id())? / 1024.0;
             let metrics = get(&format!("{base}/metrics"))?;
             sample.parks_seen = sum_of(&metrics, "gort_goroutine_blocks_total") - parks0;
@@ -715,6 +751,23 @@ fn sum_of(metrics: &str, prefix: &str) -> f64 {
 }
 
 /// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
+/// CPU time of `pid`'s threads so far in ns, to the ns (`/proc/PID/task/*/schedstat`; a
+/// thread that exited is missing, and gort's live as long as it does).
+fn cpu_ns(pid: u32) -> Result<f64> {
+    let mut total = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        if let Ok(stat) = std::fs::read_to_string(path) {
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    Ok(total)
+}
+
 fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = &stat[stat.rfind(')').context("malformed stat")? + 2..];
@@ -848,5 +901,35 @@ fn print_table(results: &[(Config, Vec<Sample>)], kind: &str, ops: u64, go: &str
     println!(
         "\ntraps/park: the extra cost per park in units of one empty uprobe hit (half the floor's per park)."
     );
+    // gort's own work per park, measured directly rather than as a difference of two noisy
+    // timings: its eBPF programs' run time (kernel statistics) and its agent's CPU, against
+    // the two traps of a park.
+    println!(
+        "\n{:<28} {:>14} {:>16} {:>16} {:>22}",
+        "configuration", "eBPF ns/park", "agent ns/park", "gort ns/park", "% of the park's traps"
+    );
+    for (config, samples) in results {
+        if config.gort_args(Path::new("")).is_none() {
+            continue;
+        }
+        let per_park = |f: fn(&Sample) -> f64| {
+            median(
+                samples
+                    .iter()
+                    .map(|s| f(s) / s.parks_seen.max(1.0))
+                    .collect(),
+            )
+        };
+        let bpf = per_park(|s| s.bpf_ns);
+        let agent = per_park(|s| s.agent_cpu_ns);
+        println!(
+            "{:<28} {:>14.0} {:>16.0} {:>16.0} {:>21.1}%",
+            config.name(),
+            bpf,
+            agent,
+            bpf + agent,
+            (bpf + agent) / (2.0 * trap) * 100.0
+        );
+    }
     Ok(())
 }
