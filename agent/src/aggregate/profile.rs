@@ -25,46 +25,78 @@ pub struct StackKey {
 
 pub type Snapshot = HashMap<StackKey, Contention>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BlockProfile {
     stacks: Snapshot,
+    /// Blocks without a stack (most: shorter than the capture threshold), by wait reason:
+    /// counted here without hashing, the agent's cost per park being what it is.
+    unstacked: Box<[Contention; 256]>,
     /// Blocks with a stack that were counted without it because the table was full.
     pub overflow: u64,
 }
 
+impl Default for BlockProfile {
+    fn default() -> Self {
+        BlockProfile {
+            stacks: Snapshot::default(),
+            unstacked: Box::new([Contention::default(); 256]),
+            overflow: 0,
+        }
+    }
+}
+
 impl BlockProfile {
     pub fn record(&mut self, reason: u8, frames: &[u64], ns: u64) {
-        let mut key = StackKey {
+        let c = if frames.is_empty() {
+            &mut self.unstacked[usize::from(reason)]
+        } else if let Some(c) = self.stacks.get_mut(&StackKey {
             reason,
             frames: frames.into(),
+        }) {
+            c
+        } else if self.stacks.len() >= MAX_STACKS {
+            self.overflow += 1;
+            &mut self.unstacked[usize::from(reason)]
+        } else {
+            self.stacks
+                .entry(StackKey {
+                    reason,
+                    frames: frames.into(),
+                })
+                .or_default()
         };
-        if !self.stacks.contains_key(&key) && self.stacks.len() >= MAX_STACKS {
-            if !frames.is_empty() {
-                self.overflow += 1;
-            }
-            key.frames = Box::default();
-        }
-        let c = self.stacks.entry(key).or_default();
         c.count += 1;
         c.delay_ns += ns;
     }
 
     /// Everything so far.
     pub fn snapshot(&self) -> Snapshot {
-        self.stacks.clone()
+        let mut all = self.stacks.clone();
+        for (reason, c) in (0u8..=255).zip(self.unstacked.iter()) {
+            if c.count > 0 {
+                all.insert(
+                    StackKey {
+                        reason,
+                        frames: Box::default(),
+                    },
+                    *c,
+                );
+            }
+        }
+        all
     }
 
     /// What accumulated since `baseline` (a snapshot of this profile).
     pub fn since(&self, baseline: &Snapshot) -> Snapshot {
-        self.stacks
-            .iter()
+        self.snapshot()
+            .into_iter()
             .filter_map(|(k, c)| {
-                let before = baseline.get(k).copied().unwrap_or_default();
+                let before = baseline.get(&k).copied().unwrap_or_default();
                 let d = Contention {
                     count: c.count.saturating_sub(before.count),
                     delay_ns: c.delay_ns.saturating_sub(before.delay_ns),
                 };
-                (d.count > 0).then(|| (k.clone(), d))
+                (d.count > 0).then_some((k, d))
             })
             .collect()
     }
