@@ -5,7 +5,8 @@
 //!   `PARKED`;
 //! - `gopark_return` at each RET instruction of `runtime.gopark` fires when the goroutine runs
 //!   again (`gopark` returns from `mcall(park_m)` only once the scheduler has resumed it,
-//!   `runtime/proc.go`), takes the entry out of `PARKED` and writes one [`BlockEvent`].
+//!   `runtime/proc.go`), takes the entry out of `PARKED` and writes one [`BlockHead`] (a [`BlockEvent`] with the
+//!   stack frames of a long park).
 //!
 //! So the blocked time measured is park → running: it includes the wait in the run queue
 //! after the goroutine was made ready.
@@ -20,7 +21,7 @@ use agent_common::{
     http::{
         HttpConfig, REQUEST_METHOD_LEN, REQUEST_TEXT_LEN, RequestEvent, request_flags, request_kind,
     },
-    sched::{BlockEvent, MAX_FRAMES, ParkKey, Parked, event_kind},
+    sched::{BlockEvent, BlockHead, MAX_FRAMES, ParkKey, Parked, event_kind},
 };
 use agent_ebpf::{
     binary_config, count, count_drop, current_g, current_pid, frame_pointer, go_arg, gomap,
@@ -110,41 +111,52 @@ fn try_gopark_return(ctx: &ProbeContext) -> Result<u32, u32> {
         let _ = PARKED.remove(key);
     }
     let (slot, config) = binary_config(ctx)?;
-    let Some(mut event) = EVENTS.reserve::<BlockEvent>(0) else {
+    let mut head = BlockHead {
+        kind: event_kind::BLOCK,
+        reason: 0,
+        nframes: 0,
+        binary: slot as u8,
+        pid: key.pid,
+        goid: 0,
+        g,
+        park_ns: 0,
+        resume_ns: now,
+    };
+    let frames_wanted = match parked {
+        Some(p) => {
+            count(Stat::Resumes);
+            head.reason = p.reason;
+            head.goid = p.goid;
+            head.park_ns = p.park_ns;
+            // SAFETY: reading a load-time constant.
+            now.wrapping_sub(p.park_ns) >= unsafe { core::ptr::read_volatile(&FRAME_MIN_NS) }
+        }
+        None => {
+            count(Stat::ResumesUnmatched);
+            head.kind = event_kind::RESUME_UNMATCHED;
+            head.goid = read_user_u64(g + config.goid_offset as u64).unwrap_or(0);
+            false
+        }
+    };
+    if frames_wanted {
+        let Some(mut event) = EVENTS.reserve::<BlockEvent>(0) else {
+            count_drop(DropCause::RingbufFull);
+            return Err(1);
+        };
+        let out = event.as_mut_ptr();
+        // SAFETY: `out` points at a reserved, exclusively owned ring buffer record.
+        unsafe {
+            (*out).head = head;
+            (*out).head.nframes = capture_frames(ctx, &mut (*out).frames);
+        }
+        event.submit(BPF_RB_NO_WAKEUP as u64);
+    } else if EVENTS
+        .output::<BlockHead>(&head, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
         count_drop(DropCause::RingbufFull);
         return Err(1);
-    };
-    let out = event.as_mut_ptr();
-    // SAFETY: `out` points at a reserved, exclusively owned ring buffer record.
-    unsafe {
-        (*out).pid = key.pid;
-        (*out).g = g;
-        (*out).resume_ns = now;
-        (*out).nframes = 0;
-        (*out).binary = slot as u8;
-        match parked {
-            Some(p) => {
-                count(Stat::Resumes);
-                (*out).kind = event_kind::BLOCK;
-                (*out).reason = p.reason;
-                (*out).goid = p.goid;
-                (*out).park_ns = p.park_ns;
-                // SAFETY: reading a load-time constant.
-                let min = core::ptr::read_volatile(&FRAME_MIN_NS);
-                if now.wrapping_sub(p.park_ns) >= min {
-                    (*out).nframes = capture_frames(ctx, &mut (*out).frames);
-                }
-            }
-            None => {
-                count(Stat::ResumesUnmatched);
-                (*out).kind = event_kind::RESUME_UNMATCHED;
-                (*out).reason = 0;
-                (*out).goid = read_user_u64(g + config.goid_offset as u64).unwrap_or(0);
-                (*out).park_ns = 0;
-            }
-        }
     }
-    event.submit(BPF_RB_NO_WAKEUP as u64);
     Ok(0)
 }
 

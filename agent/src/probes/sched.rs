@@ -1,10 +1,10 @@
 //! The scheduler probe family (kernel side: `agent-ebpf/src/bin/sched.rs`, shared types:
 //! `agent_common::sched`): a uprobe at `runtime.gopark`'s entry and one at each of its RET
-//! instructions. Decodes the [`BlockEvent`]s they write.
+//! instructions. Decodes the [`BlockHead`]s and [`BlockEvent`]s they write.
 
 use std::path::Path;
 
-use agent_common::sched::{BlockEvent, event_kind};
+use agent_common::sched::{BlockEvent, BlockHead, event_kind};
 
 use super::{Attachment, Family, ProbeError, Probes, Scope};
 use crate::target::GoTarget;
@@ -68,16 +68,24 @@ pub enum SchedEvent {
     },
 }
 
-/// Decodes one ring buffer record; None for a record that is not a [`BlockEvent`].
+/// Decodes one ring buffer record; None for a record that is not a [`BlockHead`] (alone, or
+/// the start of a [`BlockEvent`]).
 pub fn decode(bytes: &[u8]) -> Option<SchedEvent> {
-    if bytes.len() < size_of::<BlockEvent>() {
+    if bytes.len() < size_of::<BlockHead>() {
         return None;
     }
-    // SAFETY: the length was checked; BlockEvent is plain integers, valid for any bytes.
-    let e: BlockEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    // SAFETY: the length was checked; BlockHead is plain integers, valid for any bytes.
+    let e: BlockHead = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     match e.kind {
         event_kind::BLOCK => {
-            let n = (e.nframes as usize).min(e.frames.len());
+            let frames: Box<[u64]> = if bytes.len() >= size_of::<BlockEvent>() {
+                // SAFETY: as above, for the longer record.
+                let full: BlockEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+                let n = (e.nframes as usize).min(full.frames.len());
+                full.frames[..n].into()
+            } else {
+                Box::default()
+            };
             Some(SchedEvent::Block {
                 binary: e.binary,
                 pid: e.pid,
@@ -86,7 +94,7 @@ pub fn decode(bytes: &[u8]) -> Option<SchedEvent> {
                 reason: e.reason,
                 park_ns: e.park_ns,
                 resume_ns: e.resume_ns.max(e.park_ns),
-                frames: e.frames[..n].into(),
+                frames,
             })
         }
         event_kind::RESUME_UNMATCHED => Some(SchedEvent::ResumeUnmatched {
@@ -123,15 +131,17 @@ mod tests {
         frames[0] = 0x401000;
         frames[1] = 0x402000;
         let mut e = BlockEvent {
-            kind: event_kind::BLOCK,
-            reason: 14,
-            nframes: 2,
-            binary: 3,
-            pid: 42,
-            goid: 19,
-            g: 0xc000001000,
-            park_ns: 100,
-            resume_ns: 250,
+            head: BlockHead {
+                kind: event_kind::BLOCK,
+                reason: 14,
+                nframes: 2,
+                binary: 3,
+                pid: 42,
+                goid: 19,
+                g: 0xc000001000,
+                park_ns: 100,
+                resume_ns: 250,
+            },
             frames,
         };
         assert_eq!(
@@ -147,12 +157,20 @@ mod tests {
                 frames: vec![0x401000, 0x402000].into(),
             })
         );
-        e.nframes = u8::MAX;
+        // A lone head: no frames.
+        let Some(SchedEvent::Block {
+            frames, park_ns, ..
+        }) = decode(&raw(&e)[..size_of::<BlockHead>()])
+        else {
+            panic!()
+        };
+        assert_eq!((frames.len(), park_ns), (0, 100));
+        e.head.nframes = u8::MAX;
         let Some(SchedEvent::Block { frames, .. }) = decode(&raw(&e)) else {
             panic!()
         };
         assert_eq!(frames.len(), MAX_FRAMES);
-        e.kind = 99;
+        e.head.kind = 99;
         assert_eq!(decode(&raw(&e)), None);
         assert_eq!(decode(&raw(&e)[..10]), None);
     }
