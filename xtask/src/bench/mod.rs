@@ -553,21 +553,19 @@ fn run_once(config: Config, exe: &Path, kind: &str, ops: u64) -> Result<Sample> 
             let before = program_ids();
             let (gort, base) = start_gort(workload.pid, &args)?;
             let bpf0 = bpf_run_ns(&before);
-            let cpu_ns0 = cpu_ns(gort.0.id())?;
             let parks0 = sum_of(
                 &get(&format!("{base}/metrics"))?,
                 "gort_goroutine_blocks_total",
             );
-            let cpu0 = cpu_ticks(gort.0.id())?;
+            let cpu_ns0 = cpu_ns(gort.0.id())?;
             let t0 = Instant::now();
             workload.proceed()?;
             workload.result(&mut sample)?;
             // Let the agent drain the last events before it is measured.
             thread::sleep(Duration::from_millis(300));
             let wall = t0.elapsed().as_secs_f64();
-            let cpu = (cpu_ticks(gort.0.id())? - cpu0) as f64 / ticks_per_second();
-            sample.agent_cpu_ms_per_s = cpu * 1000.0 / wall;
             sample.agent_cpu_ns = cpu_ns(gort.0.id())? - cpu_ns0;
+            sample.agent_cpu_ms_per_s = sample.agent_cpu_ns / 1e6 / wall;
             sample.bpf_ns = bpf_run_ns(&before) - bpf0;
             sample.agent_rss_mib = rss_kib(gort.0.id())? / 1024.0;
             let metrics = get(&format!("{base}/metrics"))?;
