@@ -5,8 +5,8 @@
 //!   `PARKED`;
 //! - `gopark_return` at each RET instruction of `runtime.gopark` fires when the goroutine runs
 //!   again (`gopark` returns from `mcall(park_m)` only once the scheduler has resumed it,
-//!   `runtime/proc.go`), takes the entry out of `PARKED` and writes one [`BlockHead`] (a [`BlockEvent`] with the
-//!   stack frames of a long park).
+//!   `runtime/proc.go`), takes the entry out of `PARKED` and writes one [`BlockHead`] (a
+//!   [`BlockEvent`], with the stack frames, for a long park).
 //!
 //! So the blocked time measured is park → running: it includes the wait in the run queue
 //! after the goroutine was made ready.

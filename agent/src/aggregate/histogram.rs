@@ -122,9 +122,9 @@ impl WeightedHistogram {
             .collect()
     }
 
-    /// The estimated count, as the +Inf bucket gives it.
+    /// The estimated count, as the +Inf bucket gives it (the same sum, in the same order).
     pub fn count(&self) -> u64 {
-        self.cumulative_buckets().last().map_or(0, |&(_, n)| n)
+        self.counts.iter().sum::<f64>().round() as u64
     }
 }
 

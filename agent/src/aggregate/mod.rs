@@ -107,16 +107,16 @@ pub struct Settings {
 }
 
 /// Reads a process's progress (its runtime's counts of scheduling events and of goroutines
-/// created) from its memory,
-/// in the run loop: at the very ends of a sampled window, which the aggregator, busy with
-/// the window's events, would read late (`sampling::pace`).
+/// created) from its memory, in the run loop: at the very ends of a sampled window, which the
+/// aggregator, busy with the window's events, would read late (`sampling::Pace`).
 #[derive(Debug)]
 pub struct ProgressReader {
     pub pid: u32,
     memory: ProcessMemory,
-    /// `sched.timeToRun` and `sched.goidgen` in the process.
+    /// `sched.timeToRun` in the process.
     addr: u64,
     layout: gobinary::TimeHistogramLayout,
+    /// `sched.goidgen` in the process, where the binary says.
     goidgen: Option<u64>,
 }
 

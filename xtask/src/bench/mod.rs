@@ -136,15 +136,19 @@ impl Config {
             ]),
             Config::GortBudget | Config::GortLowBudget => Some(vec![
                 "--overhead-budget".into(),
-                if self == Config::GortBudget {
-                    BUDGET
-                } else {
-                    LOW_BUDGET
-                }
-                .into(),
+                self.budget()?.into(),
                 "--sampling-period".into(),
                 format!("{BUDGET_PERIOD_S}s"),
             ]),
+            _ => None,
+        }
+    }
+
+    /// The `--overhead-budget` of a budget configuration.
+    fn budget(self) -> Option<&'static str> {
+        match self {
+            Config::GortBudget => Some(BUDGET),
+            Config::GortLowBudget => Some(LOW_BUDGET),
             _ => None,
         }
     }
@@ -381,11 +385,10 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
         );
     }
     let of = |c: Config| results.iter().find(|(x, _)| *x == c).map(|(_, s)| s);
-    for (budget, config) in [
-        (BUDGET, Config::GortBudget),
-        (LOW_BUDGET, Config::GortLowBudget),
-    ] {
-        let (Some(full), Some(sampled)) = (of(Config::Gort), of(config)) else {
+    for config in [Config::GortBudget, Config::GortLowBudget] {
+        let (Some(budget), Some(full), Some(sampled)) =
+            (config.budget(), of(Config::Gort), of(config))
+        else {
             continue;
         };
         let full = median(full.iter().map(|s| s.parks_per_request).collect());
