@@ -12,13 +12,13 @@ use std::{
     path::Path,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use agent_common::{DropCause, Stat, http::request_kind};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::probes::{
     KernelMaps,
@@ -116,12 +116,53 @@ impl AgentDrops {
     }
 }
 
+/// How often the collector drains. Every `--drain-interval` while the probes stream events;
+/// while time sampling (`--overhead-budget`) has the hot probes out, only the rare GC and
+/// panic events and process changes come in, so it drains at a slower pace, woken at once
+/// when the probes are back: each wakeup takes a CPU from targets that may have none to
+/// spare (README, *An overhead budget*).
+#[derive(Debug)]
+pub struct DrainPace {
+    quiet: AtomicBool,
+    quiet_interval: Duration,
+    resumed: Notify,
+}
+
+impl DrainPace {
+    /// Drains every `quiet_interval` (at least the drain interval) while quiet.
+    pub fn new(quiet_interval: Duration) -> DrainPace {
+        DrainPace {
+            quiet: AtomicBool::new(false),
+            quiet_interval,
+            resumed: Notify::new(),
+        }
+    }
+
+    /// The hot probes are out (`true`) or back (`false`: drain at the usual pace, from now).
+    pub fn set_quiet(&self, quiet: bool) {
+        self.quiet.store(quiet, Ordering::Relaxed);
+        if !quiet {
+            self.resumed.notify_one();
+        }
+    }
+
+    fn interval(&self, drain_interval: Duration) -> Duration {
+        if self.quiet.load(Ordering::Relaxed) {
+            self.quiet_interval.max(drain_interval)
+        } else {
+            drain_interval
+        }
+    }
+}
+
 pub struct Collector {
     maps: KernelMaps,
     tx: mpsc::Sender<Batch>,
     drops: Arc<AgentDrops>,
     drain_interval: Duration,
-    snapshot_every: u32,
+    pace: Option<Arc<DrainPace>>,
+    snapshot_interval: Duration,
+    last_snapshot: Instant,
     last_counters: KernelCounters,
     /// The exec and exit tracepoints, and who else wants to hear of them (`--all` attaches).
     process_watch: Option<(ProcessWatch, mpsc::Sender<ProcessChange>)>,
@@ -143,14 +184,14 @@ impl Collector {
         snapshot_interval: Duration,
     ) -> Collector {
         let drain_interval = drain_interval.max(Duration::from_millis(1));
-        let snapshot_every = (snapshot_interval.as_nanos() / drain_interval.as_nanos())
-            .clamp(1, u32::MAX as u128) as u32;
         Collector {
             maps,
             tx,
             drops,
             drain_interval,
-            snapshot_every,
+            pace: None,
+            snapshot_interval,
+            last_snapshot: Instant::now(),
             last_counters: KernelCounters::default(),
             process_watch: None,
             execs_since_snapshot: HashMap::new(),
@@ -169,13 +210,24 @@ impl Collector {
         self
     }
 
+    /// Drains at `pace` (time sampling), not at the drain interval throughout.
+    pub fn with_pace(mut self, pace: Arc<DrainPace>) -> Collector {
+        self.pace = Some(pace);
+        self
+    }
+
     /// Runs until the aggregator goes away.
     pub async fn run(mut self) {
-        let mut tick = tokio::time::interval(self.drain_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut n: u32 = 0;
         loop {
-            tick.tick().await;
+            match &self.pace {
+                Some(pace) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(pace.interval(self.drain_interval)) => {}
+                        _ = pace.resumed.notified() => {}
+                    }
+                }
+                None => tokio::time::sleep(self.drain_interval).await,
+            }
             let mut batch = std::mem::take(&mut self.carried);
             batch.extend(self.drain());
             let hits: u64 = batch.iter().map(Event::probe_hits).sum();
@@ -186,8 +238,8 @@ impl Collector {
                 self.last_counters = counters.clone();
                 batch.push(Event::Kernel(counters));
             }
-            n = n.wrapping_add(1);
-            if n.is_multiple_of(self.snapshot_every) {
+            if self.last_snapshot.elapsed() >= self.snapshot_interval {
+                self.last_snapshot = Instant::now();
                 batch.push(Event::Parked(self.parked_snapshot()));
             }
             if batch.is_empty() {
