@@ -153,6 +153,15 @@ impl DrainPace {
             drain_interval
         }
     }
+
+    /// Until the next drain is due: the interval of the moment, cut short by the probes'
+    /// return.
+    async fn wait(&self, drain_interval: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(self.interval(drain_interval)) => {}
+            _ = self.resumed.notified() => {}
+        }
+    }
 }
 
 pub struct Collector {
@@ -220,12 +229,7 @@ impl Collector {
     pub async fn run(mut self) {
         loop {
             match &self.pace {
-                Some(pace) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(pace.interval(self.drain_interval)) => {}
-                        _ = pace.resumed.notified() => {}
-                    }
-                }
+                Some(pace) => pace.wait(self.drain_interval).await,
                 None => tokio::time::sleep(self.drain_interval).await,
             }
             let mut batch = std::mem::take(&mut self.carried);
@@ -391,4 +395,41 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes the timespec it is given.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drains_slowly_while_the_probes_are_out_and_at_once_when_they_are_back() {
+        let drain = Duration::from_millis(20);
+        let pace = Arc::new(DrainPace::new(Duration::from_secs(30)));
+        assert_eq!(pace.interval(drain), drain);
+        pace.set_quiet(true);
+        assert_eq!(pace.interval(drain), Duration::from_secs(30));
+        // A quiet interval shorter than the drain interval is the drain interval.
+        assert_eq!(
+            DrainPace::new(Duration::from_millis(1)).interval(drain),
+            drain
+        );
+
+        let waiting = tokio::spawn({
+            let pace = pace.clone();
+            async move {
+                let started = Instant::now();
+                pace.wait(drain).await;
+                started.elapsed()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!waiting.is_finished(), "a quiet drain waited only 100 ms");
+        pace.set_quiet(false);
+        let waited = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the probes' return wakes the collector")
+            .unwrap();
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        assert_eq!(pace.interval(drain), drain);
+    }
 }
