@@ -123,17 +123,20 @@ impl AgentDrops {
 /// spare (README, *An overhead budget*).
 #[derive(Debug)]
 pub struct DrainPace {
-    quiet: AtomicBool,
+    interval: Duration,
     quiet_interval: Duration,
+    quiet: AtomicBool,
     resumed: Notify,
 }
 
 impl DrainPace {
-    /// Drains every `quiet_interval` (at least the drain interval) while quiet.
-    pub fn new(quiet_interval: Duration) -> DrainPace {
+    /// Drains every `interval`, and every `quiet_interval` (at least `interval`) while quiet.
+    pub fn new(interval: Duration, quiet_interval: Duration) -> DrainPace {
+        let interval = interval.max(Duration::from_millis(1));
         DrainPace {
+            interval,
+            quiet_interval: quiet_interval.max(interval),
             quiet: AtomicBool::new(false),
-            quiet_interval,
             resumed: Notify::new(),
         }
     }
@@ -146,19 +149,19 @@ impl DrainPace {
         }
     }
 
-    fn interval(&self, drain_interval: Duration) -> Duration {
+    fn interval(&self) -> Duration {
         if self.quiet.load(Ordering::Relaxed) {
-            self.quiet_interval.max(drain_interval)
+            self.quiet_interval
         } else {
-            drain_interval
+            self.interval
         }
     }
 
     /// Until the next drain is due: the interval of the moment, cut short by the probes'
     /// return.
-    async fn wait(&self, drain_interval: Duration) {
+    async fn wait(&self) {
         tokio::select! {
-            _ = tokio::time::sleep(self.interval(drain_interval)) => {}
+            _ = tokio::time::sleep(self.interval()) => {}
             _ = self.resumed.notified() => {}
         }
     }
@@ -168,8 +171,7 @@ pub struct Collector {
     maps: KernelMaps,
     tx: mpsc::Sender<Batch>,
     drops: Arc<AgentDrops>,
-    drain_interval: Duration,
-    pace: Option<Arc<DrainPace>>,
+    pace: Arc<DrainPace>,
     snapshot_interval: Duration,
     last_snapshot: Instant,
     last_counters: KernelCounters,
@@ -189,16 +191,14 @@ impl Collector {
         maps: KernelMaps,
         tx: mpsc::Sender<Batch>,
         drops: Arc<AgentDrops>,
-        drain_interval: Duration,
+        pace: Arc<DrainPace>,
         snapshot_interval: Duration,
     ) -> Collector {
-        let drain_interval = drain_interval.max(Duration::from_millis(1));
         Collector {
             maps,
             tx,
             drops,
-            drain_interval,
-            pace: None,
+            pace,
             snapshot_interval,
             last_snapshot: Instant::now(),
             last_counters: KernelCounters::default(),
@@ -219,19 +219,10 @@ impl Collector {
         self
     }
 
-    /// Drains at `pace` (time sampling), not at the drain interval throughout.
-    pub fn with_pace(mut self, pace: Arc<DrainPace>) -> Collector {
-        self.pace = Some(pace);
-        self
-    }
-
     /// Runs until the aggregator goes away.
     pub async fn run(mut self) {
         loop {
-            match &self.pace {
-                Some(pace) => pace.wait(self.drain_interval).await,
-                None => tokio::time::sleep(self.drain_interval).await,
-            }
+            self.pace.wait().await;
             let mut batch = std::mem::take(&mut self.carried);
             batch.extend(self.drain());
             let hits: u64 = batch.iter().map(Event::probe_hits).sum();
@@ -404,21 +395,20 @@ mod tests {
     #[tokio::test]
     async fn drains_slowly_while_the_probes_are_out_and_at_once_when_they_are_back() {
         let drain = Duration::from_millis(20);
-        let pace = Arc::new(DrainPace::new(Duration::from_secs(30)));
-        assert_eq!(pace.interval(drain), drain);
+        let pace = Arc::new(DrainPace::new(drain, Duration::from_secs(30)));
+        assert_eq!(pace.interval(), drain);
         pace.set_quiet(true);
-        assert_eq!(pace.interval(drain), Duration::from_secs(30));
+        assert_eq!(pace.interval(), Duration::from_secs(30));
         // A quiet interval shorter than the drain interval is the drain interval.
-        assert_eq!(
-            DrainPace::new(Duration::from_millis(1)).interval(drain),
-            drain
-        );
+        let short = DrainPace::new(drain, Duration::from_millis(1));
+        short.set_quiet(true);
+        assert_eq!(short.interval(), drain);
 
         let waiting = tokio::spawn({
             let pace = pace.clone();
             async move {
                 let started = Instant::now();
-                pace.wait(drain).await;
+                pace.wait().await;
                 started.elapsed()
             }
         });
@@ -429,7 +419,7 @@ mod tests {
             .await
             .expect("the probes' return wakes the collector")
             .unwrap();
-        assert!(waited < Duration::from_secs(5), "{waited:?}");
-        assert_eq!(pace.interval(drain), drain);
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert_eq!(pace.interval(), drain);
     }
 }

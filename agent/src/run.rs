@@ -47,7 +47,7 @@ const PARKED_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 /// the targets' memory instead (goroutine counts, parked goroutines, leak suspects).
 const RESYNC_WHILE_OUT: Duration = Duration::from_secs(2);
 /// While time sampling has the probes out, how often the collector drains (`DrainPace`), at
-/// most an eighth of the sampling period.
+/// most an eighth of the sampling period (unused without a budget: never quiet).
 const QUIET_DRAIN_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a `--pid` target is checked for exit.
 const LIVENESS_INTERVAL: Duration = Duration::from_millis(500);
@@ -258,23 +258,18 @@ pub async fn run_until(
     });
 
     let (tx, rx) = mpsc::channel(1024);
+    let drain_pace = Arc::new(DrainPace::new(
+        o.drain_interval,
+        QUIET_DRAIN_INTERVAL.min(o.sampling_period / 8),
+    ));
     let collector = Collector::new(
         maps,
         tx,
         agent_drops.clone(),
-        o.drain_interval,
+        drain_pace.clone(),
         PARKED_SNAPSHOT_INTERVAL,
     )
     .with_process_watch(process_watch, changes_tx);
-    let drain_pace = budget.map(|settings| {
-        Arc::new(DrainPace::new(
-            QUIET_DRAIN_INTERVAL.min(settings.period / 8),
-        ))
-    });
-    let collector = match &drain_pace {
-        Some(pace) => collector.with_pace(pace.clone()),
-        None => collector,
-    };
     let (mut aggregator, handle) = Aggregator::new(state, rx);
     let mut otlp_flush = None;
     if let Some(config) = otlp_config {
@@ -445,11 +440,11 @@ pub async fn run_until(
                     match switch {
                         Switch::Suspend => {
                             fleet.suspend_all(&mut probes);
-                            set_quiet(&drain_pace, true);
+                            drain_pace.set_quiet(true);
                             handle.window_ended(s.window_start_ns(), marks).await;
                         }
                         Switch::Resume => {
-                            set_quiet(&drain_pace, false);
+                            drain_pace.set_quiet(false);
                             progress_readers = handle.progress_readers().await;
                             if let Some(ns) = fleet.resume_all(&mut probes, &binaries) {
                                 s.resumed_at(ns);
@@ -476,12 +471,12 @@ pub async fn run_until(
                         // the targets' pace in it (their removal waits out a grace period
                         // after they stopped firing, at full pace).
                         drop(probes.suspend(a));
-                        set_quiet(&drain_pace, true);
+                        drain_pace.set_quiet(true);
                         handle.window_ended(s.window_start_ns(), marks).await;
                     }
                     Switch::Settled | Switch::Checked => {}
                     Switch::Resume => {
-                        set_quiet(&drain_pace, false);
+                        drain_pace.set_quiet(false);
                         let target = target.as_ref().expect("--pid and --exe have a target");
                         progress_readers = handle.progress_readers().await;
                         match probes.resume(target, &open_path, scope, a) {
@@ -626,12 +621,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-    }
-}
-
-/// The hot probes are out (`quiet`) or back: the collector drains accordingly.
-fn set_quiet(pace: &Option<Arc<DrainPace>>, quiet: bool) {
-    if let Some(pace) = pace {
-        pace.set_quiet(quiet);
     }
 }
