@@ -982,12 +982,8 @@ impl State {
         };
         let (o, weight) = if planned.window_ns < planned.period_ns {
             match self.window.record(o) {
-                Ok(()) => return,
-                // Too many to hold: weighed at once, with the planned window.
-                Err(o) => {
-                    let weight = sampling::Weight::of_time(planned.weight(o.length_ns));
-                    (o, weight)
-                }
+                None => return,
+                Some(weighed) => weighed,
             }
         } else {
             (o, sampling::Weight::ONE)

@@ -198,6 +198,9 @@ pub struct OpenWindow {
     /// When the probes were in (CLOCK_MONOTONIC ns).
     pub start_ns: u64,
     seen: Vec<Observation>,
+    /// What ended before this was measured in full (the period before the first sampled
+    /// window; drained after that window opened, it counts once, not as a sample).
+    full_until_ns: u64,
 }
 
 /// Observations held per window at most; beyond it one is weighed at once, with the planned
@@ -205,13 +208,19 @@ pub struct OpenWindow {
 pub const MAX_WINDOW_OBSERVATIONS: usize = 1 << 20;
 
 impl OpenWindow {
-    /// Holds an observation; gives it back when full (weigh it now).
-    pub fn record(&mut self, o: Observation) -> Result<(), Observation> {
+    /// Holds an observation until the window ends; gives it back with its weight where it
+    /// counts now: it ended while everything was measured (once), or the window holds too
+    /// many (the planned window's time weight).
+    pub fn record(&mut self, o: Observation) -> Option<(Observation, Weight)> {
+        if o.end_ns < self.full_until_ns {
+            return Some((o, Weight::ONE));
+        }
         if self.seen.len() >= MAX_WINDOW_OBSERVATIONS {
-            return Err(o);
+            let w = self.window.map_or(1.0, |w| w.weight(o.length_ns));
+            return Some((o, Weight::of_time(w)));
         }
         self.seen.push(o);
-        Ok(())
+        None
     }
 
     /// Ends this window at the start of the next (`next_start_ns`): what ended after it
@@ -232,6 +241,12 @@ impl OpenWindow {
                 // As long as the events say the probes were in; no longer than planned with
                 // some slack (a stray late event must not stretch it).
                 let seen = last.saturating_sub(self.start_ns);
+                log::debug!(
+                    "window closed: {} observations in {:.4} s (planned {:.4} s)",
+                    mine.len(),
+                    seen as f64 / 1e9,
+                    planned.window_ns as f64 / 1e9
+                );
                 let w = SamplingWindow {
                     period_ns: planned.period_ns,
                     window_ns: if seen > 0 {
@@ -250,6 +265,9 @@ impl OpenWindow {
             }
             None => Vec::new(),
         };
+        if self.window.is_none() {
+            self.full_until_ns = next_start_ns;
+        }
         self.window = next;
         self.start_ns = next_start_ns;
         self.seen = later;
@@ -335,18 +353,20 @@ mod tests {
         let mut open = OpenWindow::default();
         open.close(Some(planned), 5_000, |_| Pace::ONE);
         // The events say the probes were in for 80 ns of the 100 planned.
-        open.record(park(5_050)).unwrap();
-        open.record(park(5_080)).unwrap();
+        assert!(open.record(park(5_050)).is_none());
+        assert!(open.record(park(5_080)).is_none());
         // An instant weighs period / window.
-        open.record(Observation {
-            pid: 1,
-            length_ns: 0,
-            end_ns: 5_060,
-            seen: Seen::Created,
-        })
-        .unwrap();
+        assert!(
+            open.record(Observation {
+                pid: 1,
+                length_ns: 0,
+                end_ns: 5_060,
+                seen: Seen::Created,
+            })
+            .is_none()
+        );
         // A park of the next window, drained before it was closed.
-        open.record(park(6_010)).unwrap();
+        assert!(open.record(park(6_010)).is_none());
         let weighed = open.close(Some(planned), 6_000, |_| Pace::ONE);
         assert_eq!(weighed.len(), 3);
         for (o, w) in weighed {
@@ -359,6 +379,37 @@ mod tests {
             assert!((w.count - want).abs() < 1e-9, "{w:?}");
         }
         assert_eq!(open.close(None, 7_000, |_| Pace::ONE).len(), 1);
+    }
+
+    #[test]
+    fn what_ended_while_everything_was_measured_counts_once() {
+        let planned = SamplingWindow {
+            period_ns: 1_000,
+            window_ns: 100,
+        };
+        let created = |end_ns| Observation {
+            pid: 1,
+            length_ns: 0,
+            end_ns,
+            seen: Seen::Created,
+        };
+        let mut open = OpenWindow::default();
+        // Everything measured until 5_000, when the first sampled window opened with the
+        // probes still in: a creation of the full period drained after that counts once
+        // (as a sample of the window it would count period / window times, and a budget's
+        // first estimate came out 27 % high).
+        open.close(None, 4_000, |_| Pace::ONE);
+        open.close(Some(planned), 5_000, |_| Pace::ONE);
+        assert_eq!(
+            open.record(created(4_990)),
+            Some((created(4_990), Weight::ONE))
+        );
+        assert!(open.record(created(5_040)).is_none());
+        let weighed = open.close(Some(planned), 6_000, |_| Pace::ONE);
+        assert_eq!(weighed.len(), 1);
+        assert!((weighed[0].1.count - 1_000.0 / 40.0).abs() < 1e-9);
+        // Sampled windows after it: a straggler of the window before is still a sample.
+        assert!(open.record(created(5_990)).is_none());
     }
 
     #[test]
@@ -509,7 +560,7 @@ mod tests {
                             blocked: Box::new([(9, 2, 30_000)]),
                         },
                     };
-                    open.record(o).unwrap();
+                    assert!(open.record(o).is_none());
                 }
                 t += 1_009;
             }
@@ -523,7 +574,7 @@ mod tests {
                         end_ns: start + t,
                         seen: Seen::Created,
                     };
-                    open.record(o).unwrap();
+                    assert!(open.record(o).is_none());
                 }
                 t += 503;
             }
@@ -678,8 +729,8 @@ mod tests {
                     },
                 };
                 if slow && t + length <= end {
-                    timed.record(park.clone()).unwrap();
-                    paced.record(park).unwrap();
+                    assert!(timed.record(park.clone()).is_none());
+                    assert!(paced.record(park).is_none());
                 }
                 t += length;
                 parks += 1;
