@@ -41,27 +41,31 @@ fn exe_mode_follows_new_processes() {
         )
         .expect("start the program");
         let pid = program.pid.to_string();
-        let blocks = || -> anyhow::Result<f64> {
+        let counts = || -> anyhow::Result<(f64, f64)> {
             let m = gort.metrics()?;
-            let labels = [
-                ("pid", pid.as_str()),
-                ("service", service),
-                ("reason", "chan receive"),
-            ];
-            Ok(m.get("gort_goroutine_blocks_total", &labels).unwrap_or(0.0))
+            let process = [("pid", pid.as_str()), ("service", service)];
+            let labels = [process[0], process[1], ("reason", "chan receive")];
+            Ok((
+                m.get("gort_goroutine_blocks_total", &labels).unwrap_or(0.0),
+                m.get("gort_goroutines_created_total", &process)
+                    .unwrap_or(0.0),
+            ))
         };
-        // Attached before the process started, gort also saw the runtime's start-up
-        // (runtime.main parks in chan receive in gcenable): count from a baseline taken
-        // once the process is known and its start-up events are in.
+        let blocks = || counts().map(|(blocks, _)| blocks);
+        // Attached before the process started, gort also saw the runtime's start-up (its
+        // goroutines created, and mostly a park in chan receive in gcenable, unless the
+        // other P ran the sweeper and scavenger first): count from a baseline taken once the
+        // process is known and its start-up events are in.
         let baseline = eventually(Duration::from_secs(10), || {
-            let first = blocks()?;
+            let first = counts()?;
             std::thread::sleep(Duration::from_millis(200));
-            let second = blocks()?;
+            let second = counts()?;
             ensure!(
-                first > 0.0 && first == second,
-                "start-up parks not settled: {first} then {second}"
+                first.1 > 0.0 && first == second,
+                "start-up (chan receive parks, goroutines created) not settled: {first:?} then \
+                 {second:?}"
             );
-            Ok(second)
+            Ok(second.0)
         })
         .unwrap();
         program.proceed().unwrap();
