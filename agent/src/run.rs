@@ -17,7 +17,7 @@ use crate::{
         leaks::LeakSettings,
         process::Retention,
         progress_marks,
-        sampling::{ProgressMark, SamplingWindow},
+        sampling::{ProbesIn, ProgressMark, SamplingWindow},
     },
     budget::{BudgetSettings, Counters, Sampler, Switch, TargetTotal},
     cli::RunOptions,
@@ -314,6 +314,8 @@ pub async fn run_until(
     let mut target_progress = TargetTotal::default();
     // Where the targets' progress is read at the ends of each sampled window (`pace`).
     let mut progress_readers = Vec::new();
+    // When each family of sampled probes was last back in (the window's start).
+    let mut probes_in = ProbesIn::default();
     if let Some(settings) = budget {
         eprintln!(
             "gort: one uprobe hit costs {:.1} µs here (and a removed uprobe fires for {:?} \
@@ -336,7 +338,12 @@ pub async fn run_until(
             fleet.as_ref(),
         );
         let s = Sampler::new(settings, monotonic_ns(), counters);
-        handle.sampling(sampling_status(&s), marks).await;
+        handle
+            .sampling(
+                sampling_status(&s, ProbesIn::all_at(s.window_start_ns())),
+                marks,
+            )
+            .await;
         sampler = Some(s);
     }
     let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);
@@ -439,22 +446,27 @@ pub async fn run_until(
                 if let Some(fleet) = &mut fleet {
                     match switch {
                         Switch::Suspend => {
+                            let suspended_ns = monotonic_ns();
                             fleet.suspend_all(&mut probes);
                             drain_pace.set_quiet(true);
-                            handle.window_ended(s.window_start_ns(), marks).await;
+                            handle
+                                .window_ended(s.window_start_ns(), suspended_ns, marks)
+                                .await;
                         }
                         Switch::Resume => {
                             drain_pace.set_quiet(false);
                             progress_readers = handle.progress_readers().await;
-                            if let Some(ns) = fleet.resume_all(&mut probes, &binaries) {
-                                s.resumed_at(ns);
+                            if let Some(all_in) = fleet.resume_all(&mut probes, &binaries) {
+                                s.resumed_at(all_in.parks_ns);
+                                probes_in = all_in;
                             }
-                            begin_period(&handle, s, &progress_readers).await;
+                            begin_period(&handle, s, probes_in, &progress_readers).await;
                             handle.resync().await;
                         }
                         Switch::Stay => {
                             progress_readers = handle.progress_readers().await;
-                            begin_period(&handle, s, &progress_readers).await;
+                            probes_in = ProbesIn::all_at(s.window_start_ns());
+                            begin_period(&handle, s, probes_in, &progress_readers).await;
                         }
                         Switch::Settled | Switch::Checked => {}
                     }
@@ -470,9 +482,12 @@ pub async fn run_until(
                         // The window's progress ends with the probes' last moments in, at
                         // the targets' pace in it (their removal waits out a grace period
                         // after they stopped firing, at full pace).
+                        let suspended_ns = monotonic_ns();
                         drop(probes.suspend(a));
                         drain_pace.set_quiet(true);
-                        handle.window_ended(s.window_start_ns(), marks).await;
+                        handle
+                            .window_ended(s.window_start_ns(), suspended_ns, marks)
+                            .await;
                     }
                     Switch::Settled | Switch::Checked => {}
                     Switch::Resume => {
@@ -480,19 +495,23 @@ pub async fn run_until(
                         let target = target.as_ref().expect("--pid and --exe have a target");
                         progress_readers = handle.progress_readers().await;
                         match probes.resume(target, &open_path, scope, a) {
-                            Ok(parks_from_ns) => s.resumed_at(parks_from_ns),
+                            Ok(all_in) => {
+                                s.resumed_at(all_in.parks_ns);
+                                probes_in = all_in;
+                            }
                             Err(e) => {
                                 eprintln!("gort: cannot attach the probes again: {e}; still serving what was measured");
                                 attachment = None;
                             }
                         }
                         // The window's progress is read first, then the goroutines.
-                        begin_period(&handle, s, &progress_readers).await;
+                        begin_period(&handle, s, probes_in, &progress_readers).await;
                         handle.resync().await;
                     }
                     Switch::Stay => {
                         progress_readers = handle.progress_readers().await;
-                        begin_period(&handle, s, &progress_readers).await;
+                        probes_in = ProbesIn::all_at(s.window_start_ns());
+                        begin_period(&handle, s, probes_in, &progress_readers).await;
                     }
                 }
             }
@@ -543,13 +562,18 @@ async fn sampling_due(sampler: &Option<Sampler>) {
 
 /// A period begins (its probes in): the aggregator learns its sampling, and the targets'
 /// progress now, the window's start.
-async fn begin_period(handle: &QueryHandle, s: &Sampler, readers: &[ProgressReader]) {
+async fn begin_period(
+    handle: &QueryHandle,
+    s: &Sampler,
+    probes_in: ProbesIn,
+    readers: &[ProgressReader],
+) {
     handle
-        .sampling(sampling_status(s), progress_marks(readers))
+        .sampling(sampling_status(s, probes_in), progress_marks(readers))
         .await;
 }
 
-fn sampling_status(s: &Sampler) -> SamplingStatus {
+fn sampling_status(s: &Sampler, probes_in: ProbesIn) -> SamplingStatus {
     SamplingStatus {
         window: SamplingWindow {
             period_ns: s.period.as_nanos() as u64,
@@ -559,6 +583,7 @@ fn sampling_status(s: &Sampler) -> SamplingStatus {
         settings: s.settings,
         periods: s.periods,
         window_start_ns: s.window_start_ns(),
+        probes_in,
     }
 }
 

@@ -161,6 +161,8 @@ pub struct SamplingStatus {
     pub periods: u64,
     /// When the park probes were back in (CLOCK_MONOTONIC ns).
     pub window_start_ns: u64,
+    /// When each family of sampled probes was back in.
+    pub probes_in: sampling::ProbesIn,
 }
 
 impl SamplingStatus {
@@ -176,6 +178,7 @@ impl SamplingStatus {
             settings,
             periods: 0,
             window_start_ns: now_ns,
+            probes_in: sampling::ProbesIn::all_at(now_ns),
         }
     }
 }
@@ -184,10 +187,11 @@ impl SamplingStatus {
 pub enum Query {
     /// The sampling for the period that begins, and the targets' progress at its start.
     Sampling(SamplingStatus, Vec<(u32, sampling::ProgressMark)>),
-    /// The sampled probes of the window that began then (CLOCK_MONOTONIC ns) are out, and the
-    /// targets' progress at that moment.
+    /// The sampled probes of the window that began then (CLOCK_MONOTONIC ns) are going out
+    /// (their removal began at `suspended_ns`), and the targets' progress just before.
     WindowEnded {
         window_start_ns: u64,
+        suspended_ns: u64,
         progress: Vec<(u32, sampling::ProgressMark)>,
     },
     /// Readers of each live process's progress.
@@ -277,17 +281,19 @@ impl QueryHandle {
         self.ask(Query::ProgressReaders).await.unwrap_or_default()
     }
 
-    /// The sampled probes of the window that began at `window_start_ns` are out (the kernel
-    /// has removed them); `progress` was read then.
+    /// The sampled probes of the window that began at `window_start_ns` are going out (their
+    /// removal began at `suspended_ns`); `progress` was read just before.
     pub async fn window_ended(
         &self,
         window_start_ns: u64,
+        suspended_ns: u64,
         progress: Vec<(u32, sampling::ProgressMark)>,
     ) {
         let _ = self
             .0
             .send(Query::WindowEnded {
                 window_start_ns,
+                suspended_ns,
                 progress,
             })
             .await;
@@ -947,7 +953,7 @@ impl State {
             p.window_progress = (now, None);
         }
         let pace = |pid| paces.get(&pid).copied().unwrap_or(sampling::Pace::ONE);
-        for (o, weight) in self.window.close(next, status.window_start_ns, pace) {
+        for (o, weight) in self.window.close(next, status.probes_in, pace) {
             if let Some(p) = self.processes.get_mut(&o.pid) {
                 p.estimates.add(&o, weight);
             }
@@ -955,16 +961,19 @@ impl State {
         self.sampling = Some(status);
     }
 
-    /// The sampled probes of the window that began at `window_start_ns` are out, each
-    /// process's `progress` read then: the window's end, for `sampling::pace`.
+    /// The sampled probes of the window that began at `window_start_ns` are going out from
+    /// `suspended_ns`, each process's `progress` read just before: the window's end, for the
+    /// weights and `sampling::pace`.
     pub fn window_ended(
         &mut self,
         window_start_ns: u64,
+        suspended_ns: u64,
         progress: &[(u32, sampling::ProgressMark)],
     ) {
         if self.sampling.map(|s| s.window_start_ns) != Some(window_start_ns) {
             return;
         }
+        self.window.ended(suspended_ns);
         for &(pid, mark) in progress {
             if let Some(p) = self.processes.get_mut(&pid) {
                 if p.window_progress.0.is_some() {
@@ -1434,8 +1443,11 @@ impl Aggregator {
             Query::Sampling(status, progress) => self.state.set_sampling(status, &progress),
             Query::WindowEnded {
                 window_start_ns,
+                suspended_ns,
                 progress,
-            } => self.state.window_ended(window_start_ns, &progress),
+            } => self
+                .state
+                .window_ended(window_start_ns, suspended_ns, &progress),
             Query::ProgressReaders(reply) => {
                 let readers = self
                     .state

@@ -180,6 +180,46 @@ pub enum Seen {
     Request { blocked: Box<[(u8, u64, u64)]> },
 }
 
+/// When each family of the sampled probes was in, in one window (CLOCK_MONOTONIC ns). They
+/// go in one after the other, a few ms apart on a busy target (a goroutine spawner's first
+/// creation of a window was seen 0.3 to 8 ms after its first park): a family's window starts
+/// when its own probes are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProbesIn {
+    pub parks_ns: u64,
+    pub lifecycle_ns: u64,
+    pub http_ns: u64,
+}
+
+impl ProbesIn {
+    /// Every family in at `ns` (the probes stayed in).
+    pub fn all_at(ns: u64) -> ProbesIn {
+        ProbesIn {
+            parks_ns: ns,
+            lifecycle_ns: ns,
+            http_ns: ns,
+        }
+    }
+
+    /// Each family's later time: when it was in for both.
+    pub fn latest(self, other: ProbesIn) -> ProbesIn {
+        ProbesIn {
+            parks_ns: self.parks_ns.max(other.parks_ns),
+            lifecycle_ns: self.lifecycle_ns.max(other.lifecycle_ns),
+            http_ns: self.http_ns.max(other.http_ns),
+        }
+    }
+
+    /// When the probes that see `seen` were in.
+    fn of(&self, seen: &Seen) -> u64 {
+        match seen {
+            Seen::Park { .. } => self.parks_ns,
+            Seen::Created | Seen::Exited => self.lifecycle_ns,
+            Seen::Request { .. } => self.http_ns,
+        }
+    }
+}
+
 /// One observation: the process, how long it lasted (0 for instants), when it ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observation {
@@ -189,14 +229,19 @@ pub struct Observation {
     pub seen: Seen,
 }
 
-/// What was seen in the current window, weighed once it is over: the probes are in from
-/// the window's start until the kernel has removed them, a little after the suspension, and
-/// that end is read from what was seen (the last event).
+/// What was seen in the current window, weighed once it is over. Each family's probes are
+/// all in from its [`ProbesIn`] time until the suspension ([`OpenWindow::ended`]): what it
+/// saw in that span is weighed by its length, the rest (seen while the probes went in or out,
+/// one by one) is left out of the estimates. Where the suspension's time is not known, the
+/// window runs from the parks' start to the last event (the kernel removes the probes a
+/// little after the suspension).
 #[derive(Debug, Default)]
 pub struct OpenWindow {
     pub window: Option<SamplingWindow>,
     /// When the probes were in (CLOCK_MONOTONIC ns).
-    pub start_ns: u64,
+    pub probes_in: ProbesIn,
+    /// When the probes' removal began: all were in until then.
+    end_ns: Option<u64>,
     seen: Vec<Observation>,
     /// What ended before this was measured in full (the period before the first sampled
     /// window; drained after that window opened, it counts once, not as a sample).
@@ -223,24 +268,58 @@ impl OpenWindow {
         None
     }
 
-    /// Ends this window at the start of the next (`next_start_ns`): what ended after it
+    /// The probes' removal began at `end_ns`.
+    pub fn ended(&mut self, end_ns: u64) {
+        self.end_ns = Some(end_ns);
+    }
+
+    /// Ends this window at the start of the next (`next_start`'s parks): what ended after it
     /// belongs to the next. Returns the observations weighed, each count's weight multiplied
     /// by its process's `pace` over the period ([`Pace::ONE`] where it went at one pace).
     pub fn close(
         &mut self,
         next: Option<SamplingWindow>,
-        next_start_ns: u64,
+        next_start: ProbesIn,
         pace: impl Fn(u32) -> Pace,
     ) -> Vec<(Observation, Weight)> {
+        let next_start_ns = next_start.parks_ns;
         let (mine, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.seen)
             .into_iter()
             .partition(|o| o.end_ns < next_start_ns);
-        let weighed = match self.window {
-            Some(planned) => {
-                let last = mine.iter().map(|o| o.end_ns).max().unwrap_or(self.start_ns);
+        let weighed = match (self.window, self.end_ns) {
+            (Some(planned), Some(end_ns)) => {
+                let n = mine.len();
+                let weighed: Vec<_> = mine
+                    .into_iter()
+                    .filter_map(|o| {
+                        let from = self.probes_in.of(&o.seen);
+                        if o.end_ns.saturating_sub(o.length_ns) < from || o.end_ns > end_ns {
+                            return None;
+                        }
+                        let w = SamplingWindow {
+                            period_ns: planned.period_ns,
+                            window_ns: end_ns.saturating_sub(from).max(1),
+                        };
+                        let time = w.weight(o.length_ns);
+                        let count = time * pace(o.pid).of_seen(&o.seen);
+                        Some((o, Weight { count, time }))
+                    })
+                    .collect();
+                log::debug!(
+                    "window closed: {} of {n} observations while all their probes were in, for \
+                     {:.4} s from the parks' (planned {:.4} s)",
+                    weighed.len(),
+                    end_ns.saturating_sub(self.probes_in.parks_ns) as f64 / 1e9,
+                    planned.window_ns as f64 / 1e9
+                );
+                weighed
+            }
+            (Some(planned), None) => {
+                let start_ns = self.probes_in.parks_ns;
+                let last = mine.iter().map(|o| o.end_ns).max().unwrap_or(start_ns);
                 // As long as the events say the probes were in; no longer than planned with
                 // some slack (a stray late event must not stretch it).
-                let seen = last.saturating_sub(self.start_ns);
+                let seen = last.saturating_sub(start_ns);
                 log::debug!(
                     "window closed: {} observations in {:.4} s (planned {:.4} s)",
                     mine.len(),
@@ -263,13 +342,14 @@ impl OpenWindow {
                     })
                     .collect()
             }
-            None => Vec::new(),
+            (None, _) => Vec::new(),
         };
         if self.window.is_none() {
             self.full_until_ns = next_start_ns;
         }
         self.window = next;
-        self.start_ns = next_start_ns;
+        self.probes_in = next_start;
+        self.end_ns = None;
         self.seen = later;
         weighed
     }
@@ -351,7 +431,7 @@ mod tests {
             },
         };
         let mut open = OpenWindow::default();
-        open.close(Some(planned), 5_000, |_| Pace::ONE);
+        open.close(Some(planned), ProbesIn::all_at(5_000), |_| Pace::ONE);
         // The events say the probes were in for 80 ns of the 100 planned.
         assert!(open.record(park(5_050)).is_none());
         assert!(open.record(park(5_080)).is_none());
@@ -367,7 +447,7 @@ mod tests {
         );
         // A park of the next window, drained before it was closed.
         assert!(open.record(park(6_010)).is_none());
-        let weighed = open.close(Some(planned), 6_000, |_| Pace::ONE);
+        let weighed = open.close(Some(planned), ProbesIn::all_at(6_000), |_| Pace::ONE);
         assert_eq!(weighed.len(), 3);
         for (o, w) in weighed {
             let want = if o.seen == Seen::Created {
@@ -378,7 +458,70 @@ mod tests {
             assert_eq!(w.count, w.time);
             assert!((w.count - want).abs() < 1e-9, "{w:?}");
         }
-        assert_eq!(open.close(None, 7_000, |_| Pace::ONE).len(), 1);
+        assert_eq!(
+            open.close(None, ProbesIn::all_at(7_000), |_| Pace::ONE)
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn each_family_is_weighed_from_its_own_probes_in_to_the_suspension() {
+        let planned = SamplingWindow {
+            period_ns: 1_000,
+            window_ns: 100,
+        };
+        let seen = |length_ns, end_ns, seen| Observation {
+            pid: 1,
+            length_ns,
+            end_ns,
+            seen,
+        };
+        let park = Seen::Park {
+            reason: 7,
+            site: None,
+        };
+        let request = Seen::Request {
+            blocked: Box::new([]),
+        };
+        let mut open = OpenWindow::default();
+        open.close(
+            Some(planned),
+            ProbesIn {
+                parks_ns: 5_000,
+                lifecycle_ns: 5_010,
+                http_ns: 5_020,
+            },
+            |_| Pace::ONE,
+        );
+        let kept = [
+            // 90 ns of park probes: a 10 ns park is seen whole from 80 ns of starts.
+            (seen(10, 5_050, park.clone()), 1_000.0 / 80.0),
+            // 80 ns of lifecycle probes.
+            (seen(0, 5_030, Seen::Created), 1_000.0 / 80.0),
+            (seen(0, 5_085, Seen::Exited), 1_000.0 / 80.0),
+            // 70 ns of HTTP probes, a 30 ns request.
+            (seen(30, 5_060, request.clone()), 1_000.0 / 40.0),
+        ];
+        let left_out = [
+            // Ended after the removal began, or began before its family's probes were in.
+            seen(10, 5_095, park),
+            seen(0, 5_005, Seen::Created),
+            seen(50, 5_060, request),
+        ];
+        for o in kept.iter().map(|(o, _)| o).chain(&left_out) {
+            assert!(open.record(o.clone()).is_none());
+        }
+        open.ended(5_090);
+        let weighed = open.close(Some(planned), ProbesIn::all_at(6_000), |_| Pace::ONE);
+        assert_eq!(weighed.len(), kept.len());
+        for ((o, w), (want, want_w)) in weighed.iter().zip(&kept) {
+            assert_eq!(o, want);
+            assert!(
+                (w.count - want_w).abs() < 1e-9,
+                "{o:?}: {w:?}, not {want_w}"
+            );
+        }
     }
 
     #[test]
@@ -398,14 +541,14 @@ mod tests {
         // probes still in: a creation of the full period drained after that counts once
         // (as a sample of the window it would count period / window times, and a budget's
         // first estimate came out 27 % high).
-        open.close(None, 4_000, |_| Pace::ONE);
-        open.close(Some(planned), 5_000, |_| Pace::ONE);
+        open.close(None, ProbesIn::all_at(4_000), |_| Pace::ONE);
+        open.close(Some(planned), ProbesIn::all_at(5_000), |_| Pace::ONE);
         assert_eq!(
             open.record(created(4_990)),
             Some((created(4_990), Weight::ONE))
         );
         assert!(open.record(created(5_040)).is_none());
-        let weighed = open.close(Some(planned), 6_000, |_| Pace::ONE);
+        let weighed = open.close(Some(planned), ProbesIn::all_at(6_000), |_| Pace::ONE);
         assert_eq!(weighed.len(), 1);
         assert!((weighed[0].1.count - 1_000.0 / 40.0).abs() < 1e-9);
         // Sampled windows after it: a straggler of the window before is still a sample.
@@ -543,7 +686,7 @@ mod tests {
         let (mut requests, mut created) = (0u64, 0u64);
         for k in 0..500u64 {
             let start = k * period;
-            for (o, w) in open.close(Some(planned), start, |_| Pace::ONE) {
+            for (o, w) in open.close(Some(planned), ProbesIn::all_at(start), |_| Pace::ONE) {
                 est.add(&o, w);
             }
             // A request starting every 1,009 ns and a creation every 503 ns over the period;
@@ -579,7 +722,7 @@ mod tests {
                 t += 503;
             }
         }
-        for (o, w) in open.close(None, 500 * period, |_| Pace::ONE) {
+        for (o, w) in open.close(None, ProbesIn::all_at(500 * period), |_| Pace::ONE) {
             est.add(&o, w);
         }
         // The window is read from the last event in it, a little short of the planned one:
@@ -702,10 +845,10 @@ mod tests {
             let now = mark(start, parks / 2);
             let p = marks.map_or(Pace::ONE, |(s, e)| Pace::of(s, e, now));
             assert!(k < 2 || p.events > 3.0, "{p:?}");
-            for (o, w) in timed.close(Some(planned), start, |_| Pace::ONE) {
+            for (o, w) in timed.close(Some(planned), ProbesIn::all_at(start), |_| Pace::ONE) {
                 by_time.add(&o, Weight::of_time(w.time));
             }
-            for (o, w) in paced.close(Some(planned), start, |_| p) {
+            for (o, w) in paced.close(Some(planned), ProbesIn::all_at(start), |_| p) {
                 by_pace.add(&o, w);
             }
             if k == periods {

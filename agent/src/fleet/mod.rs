@@ -13,7 +13,7 @@ use std::{
 };
 
 use crate::{
-    aggregate::{AttachedBinary, Binaries},
+    aggregate::{AttachedBinary, Binaries, sampling::ProbesIn},
     probes::{Attachment, Probes, Scope},
     target::{
         GoTarget, TargetError,
@@ -102,12 +102,12 @@ impl Fleet {
         }
     }
 
-    /// Puts every watched process's probes back; returns when (CLOCK_MONOTONIC ns) the first
-    /// were in (the window's start), if any. A process whose probes cannot go back is
+    /// Puts every watched process's probes back; returns when each family's were in for
+    /// every process (the window's start), if any. A process whose probes cannot go back is
     /// released.
-    pub fn resume_all(&mut self, probes: &mut Probes, binaries: &Binaries) -> Option<u64> {
+    pub fn resume_all(&mut self, probes: &mut Probes, binaries: &Binaries) -> Option<ProbesIn> {
         self.suspended = false;
-        let mut first = None;
+        let mut all_in = None;
         let mut failed = Vec::new();
         for (&pid, w) in &mut self.watched {
             let Some(target) = binaries
@@ -124,7 +124,7 @@ impl Fleet {
                 Scope::Process(pid),
                 &mut w.attachment,
             ) {
-                Ok(ns) => first = Some(first.map_or(ns, |f: u64| f.min(ns))),
+                Ok(ns) => all_in = Some(all_in.map_or(ns, |a: ProbesIn| a.latest(ns))),
                 Err(e) => {
                     if w.id.is_alive() {
                         eprintln!("gort: cannot attach the probes to pid {pid} again: {e}");
@@ -136,7 +136,7 @@ impl Fleet {
         for pid in failed {
             self.release(pid, probes, binaries);
         }
-        first
+        all_in
     }
 
     /// Pids attached now.

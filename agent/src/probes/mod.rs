@@ -30,7 +30,7 @@ use aya::{
 };
 use thiserror::Error;
 
-use crate::target::GoTarget;
+use crate::{aggregate::sampling::ProbesIn, target::GoTarget};
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -406,14 +406,14 @@ impl Probes {
 
     /// Puts a suspended attachment's probes back, into the same slot (late hits of the old
     /// probes are the same binary's). A family that could not attach at first stays out.
-    /// Returns when (CLOCK_MONOTONIC ns) the park probes were in: the sampled window's start.
+    /// Returns when each family's probes were in: the sampled window's start (the parks').
     pub fn resume(
         &mut self,
         target: &GoTarget,
         path: &Path,
         scope: Scope,
         attachment: &mut Attachment,
-    ) -> Result<u64, ProbeError> {
+    ) -> Result<ProbesIn, ProbeError> {
         // Parks recorded before the suspension whose resume went unseen: a later RET of the
         // same goroutine must not match them (the time between would count as one block).
         let stale: Vec<ParkKey> = self
@@ -437,7 +437,7 @@ impl Probes {
     }
 
     /// Attaches `which` families' probes of `target` into `attachment`'s slot (not those left
-    /// out); returns when (CLOCK_MONOTONIC ns) the scheduler family's were in.
+    /// out); returns when (CLOCK_MONOTONIC ns) each family's were in.
     fn attach_links(
         &mut self,
         target: &GoTarget,
@@ -445,7 +445,7 @@ impl Probes {
         scope: Scope,
         attachment: &mut Attachment,
         which: Which,
-    ) -> Result<u64, ProbeError> {
+    ) -> Result<ProbesIn, ProbeError> {
         let skipped: Vec<Family> = attachment.unavailable.iter().map(|(f, _)| *f).collect();
         let wanted = |family: Family| {
             !skipped.contains(&family)
@@ -475,6 +475,7 @@ impl Probes {
         if wanted(Family::Lifecycle) {
             self.attach_optional(Family::Lifecycle, lifecycle, attachment);
         }
+        let lifecycle_ns = crate::collect::monotonic_ns();
         let panics = panics::points(target).map(|points| {
             move |probes: &mut Probes, a: &mut Attachment| {
                 panics::attach(probes, &points, path, scope, a)
@@ -491,7 +492,11 @@ impl Probes {
         if wanted(Family::Http) {
             self.attach_optional(Family::Http, http, attachment);
         }
-        Ok(parks_from_ns)
+        Ok(ProbesIn {
+            parks_ns: parks_from_ns,
+            lifecycle_ns,
+            http_ns: crate::collect::monotonic_ns(),
+        })
     }
 
     /// Attaches a family that may be left out: on failure its links are undone and the
