@@ -33,11 +33,31 @@ const MAX_PERIOD: Duration = Duration::from_secs(120);
 /// starts mid-period ends it early rather than running a whole period at full cost.
 const CHECK: Duration = Duration::from_secs(1);
 
+/// What the budget is a share of (`--overhead-budget-of`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BudgetOf {
+    /// The host's CPU, all cores: what gort may cost the node.
+    #[default]
+    Host,
+    /// The targets' own CPU use (read while the probes are out): how much gort may slow them.
+    Targets,
+}
+
+impl BudgetOf {
+    pub fn name(self) -> &'static str {
+        match self {
+            BudgetOf::Host => "host",
+            BudgetOf::Targets => "targets",
+        }
+    }
+}
+
 /// What the user asked for and what was measured at start.
 #[derive(Debug, Clone, Copy)]
 pub struct BudgetSettings {
-    /// Share of the host's CPU (all cores), e.g. 0.02.
+    /// Share of `of`'s CPU, e.g. 0.02.
     pub share: f64,
+    pub of: BudgetOf,
     pub period: Duration,
     /// What one uprobe hit costs here: `probes::calibrate` at start, then as measured in the
     /// targets' windows, when more.
@@ -48,9 +68,18 @@ pub struct BudgetSettings {
 }
 
 impl BudgetSettings {
+    /// What the budget is a share of, in CPU-seconds per second, for targets that use
+    /// `targets_own` of their own.
+    pub fn base(&self, targets_own: f64) -> f64 {
+        match self.of {
+            BudgetOf::Host => f64::from(self.cpus),
+            BudgetOf::Targets => targets_own,
+        }
+    }
+
     /// The budget in CPU-seconds per second.
-    fn cpu_per_s(&self) -> f64 {
-        self.share * f64::from(self.cpus)
+    fn cpu_per_s(&self, targets_own: f64) -> f64 {
+        self.share * self.base(targets_own)
     }
 }
 
@@ -108,6 +137,8 @@ pub struct Cost {
     pub cycle: f64,
     /// Everything gort cost in the period: the measured overhead.
     pub total: f64,
+    /// What the budget was a share of (`BudgetSettings::base`), CPU-seconds per second.
+    pub base: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -144,6 +175,9 @@ pub struct Sampler {
     calibrated_hit_ns: u64,
     /// The targets' extra CPU per attach/detach cycle, once measured.
     cycle_cost: f64,
+    /// The targets' own CPU use, CPU-seconds per second: read in the last quiet part of a
+    /// period, or estimated while the probes were in all the time (their CPU less the hits).
+    targets_own: f64,
     pub last: Option<Cost>,
     /// Periods completed.
     pub periods: u64,
@@ -169,6 +203,7 @@ impl Sampler {
             at_quiet_start: counters,
             calibrated_hit_ns: settings.trap_cost_ns,
             cycle_cost: 0.0,
+            targets_own: 0.0,
             last: None,
             periods: 0,
         }
@@ -270,7 +305,9 @@ impl Sampler {
         let start = self.at_period_start;
         let hits = c.hits.saturating_sub(start.hits) as f64 * self.settings.trap_cost_ns as f64;
         let agent = c.agent_cpu_ns.saturating_sub(start.agent_cpu_ns) as f64;
-        (hits + agent) / 1e9 / elapsed > self.settings.cpu_per_s()
+        let used = c.target_cpu_ns.saturating_sub(start.target_cpu_ns) as f64;
+        let own = (used - hits).max(0.0) / 1e9 / elapsed;
+        (hits + agent) / 1e9 / elapsed > self.settings.cpu_per_s(own)
     }
 
     /// What the period that ends at `now_ns` cost, and the plan for the next one.
@@ -334,12 +371,17 @@ impl Sampler {
             };
         }
         let total = target_extra.unwrap_or(hits * hit_cost / period) + agent;
+        self.targets_own = own.unwrap_or_else(|| {
+            let used = secs(c.target_cpu_ns.saturating_sub(start.target_cpu_ns));
+            (used - hits * hit_cost).max(0.0) / period
+        });
         self.last = Some(Cost {
             hits_full,
             agent,
             target_extra,
             cycle: self.cycle_cost,
             total,
+            base: self.settings.base(self.targets_own),
         });
         self.periods += 1;
         self.plan(hits_full, agent);
@@ -384,7 +426,7 @@ impl Sampler {
     /// / period <= budget`, the period lengthened (at most twofold a period) when no window of
     /// at least the lowest ratio fits.
     fn plan(&mut self, hits_full: f64, agent: f64) {
-        let budget = self.settings.cpu_per_s();
+        let budget = self.settings.cpu_per_s(self.targets_own);
         // Some headroom before all in: one quiet period is no promise.
         if hits_full + agent <= 0.8 * budget {
             self.ratio = 1.0;
@@ -472,6 +514,7 @@ mod tests {
     fn settings() -> BudgetSettings {
         BudgetSettings {
             share: 0.02,
+            of: BudgetOf::Host,
             period: Duration::from_secs(10),
             trap_cost_ns: 10_000,
             removal: Duration::ZERO,
@@ -534,6 +577,55 @@ mod tests {
         let s = run(10_000, 15_000);
         assert_eq!(s.settings.trap_cost_ns, 10_000);
         assert_eq!(s.last.unwrap().target_extra, Some(0.0));
+    }
+
+    /// `--overhead-budget-of targets`: the budget is a share of the targets' own CPU, read in
+    /// the quiet part of the period (estimated as their CPU less the hits while the probes
+    /// were in all the time), and the cost is reported as a share of the same.
+    #[test]
+    fn a_budget_of_the_targets_follows_their_own_cpu() {
+        let targets = BudgetSettings {
+            share: 0.5,
+            of: BudgetOf::Targets,
+            ..settings()
+        };
+        let mut s = Sampler::new(targets, 0, c(0, 0, 0));
+        // 9 ms/s of its own and 1 ms/s of hits: within half its own, still all in.
+        assert_eq!(s.switch(S, c(100, 0, 10)), Switch::Checked);
+        // 40,000 hits more (0.4 s) in a second of 0.5 s used: over half of its ~0.05 own.
+        assert_eq!(s.switch(2 * S, c(40_100, 1, 500)), Switch::Stay);
+        let first = s.last.unwrap();
+        assert!((first.base - 0.099 / 2.0).abs() < 1e-9, "{first:?}");
+        // The same target as in `the_window_follows_the_measured_cost`: 100 ms/s of its own.
+        let start = c(40_100, 1, 500);
+        let at = |hits: u64, agent_ms: u64, target_ms: u64| {
+            c(
+                start.hits + hits,
+                1 + agent_ms,
+                start.target_cpu_ns / MS + target_ms,
+            )
+        };
+        s.ratio = 0.1;
+        let t0 = 2 * S;
+        assert_eq!(s.switch(t0 + S, at(40_000, 0, 500)), Switch::Suspend);
+        assert_eq!(
+            s.switch(t0 + S + 1_500 * MS, at(40_000, 0, 850)),
+            Switch::Settled
+        );
+        assert_eq!(
+            s.switch(t0 + 10 * S, at(40_000, 100, 1_600)),
+            Switch::Resume
+        );
+        let cost = s.last.unwrap();
+        assert!((cost.base - 0.1).abs() < 1e-9, "{cost:?}");
+        assert!((cost.total - 0.07).abs() < 1e-9, "{cost:?}");
+        // The cycle's 0.2 s averaged with the first period's (none measured).
+        assert!((cost.cycle - 0.1).abs() < 1e-9, "{cost:?}");
+        // Budget 0.5 × 0.1 = 0.05: ratio × 0.4 + 0.1 / 10 + 0.01 <= 0.05 → 7.5 %.
+        assert_eq!(s.period, Duration::from_secs(10));
+        assert!((s.ratio - 0.075).abs() < 1e-9, "{}", s.ratio);
+        // A host budget of the same share would let everything in.
+        assert_eq!(settings().base(0.1), 2.0);
     }
 
     /// A sampler in a period sampled at 10 % (as after a period over the budget).

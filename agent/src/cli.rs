@@ -156,6 +156,18 @@ pub struct RunOptions {
     #[arg(long, value_parser = crate::budget::parse_share, env = "GORT_OVERHEAD_BUDGET")]
     pub overhead_budget: Option<f64>,
 
+    /// What --overhead-budget is a share of: `host` (all its CPUs: what gort may cost the
+    /// node) or `targets` (their own CPU use, read while the probes are out: how much gort
+    /// may slow them: a server flat out on one CPU of two may lose twice a host budget's
+    /// share of its throughput).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "host",
+        env = "GORT_OVERHEAD_BUDGET_OF"
+    )]
+    pub overhead_budget_of: crate::budget::BudgetOf,
+
     /// With --overhead-budget: the sampling period (the probes are in for the first part);
     /// lengthened when no window fits the budget (every attach/detach cycle costs the target
     /// CPU too).

@@ -19,7 +19,7 @@ use crate::{
         progress_marks,
         sampling::{ProbesIn, ProgressMark, SamplingWindow},
     },
-    budget::{BudgetSettings, Counters, Sampler, Switch, TargetTotal},
+    budget::{BudgetOf, BudgetSettings, Counters, Sampler, Switch, TargetTotal},
     cli::RunOptions,
     collect::{AgentDrops, Collector, DrainPace, monotonic_ns},
     export::{
@@ -209,6 +209,7 @@ pub async fn run_until(
                 .context("--overhead-budget: cannot measure what a uprobe hit costs")?;
             let settings = BudgetSettings {
                 share,
+                of: o.overhead_budget_of,
                 period: o.sampling_period.max(Duration::from_millis(100)),
                 trap_cost_ns: trap.hit_ns,
                 removal: trap.removal,
@@ -317,14 +318,17 @@ pub async fn run_until(
     // When each family of sampled probes was last back in (the window's start).
     let mut probes_in = ProbesIn::default();
     if let Some(settings) = budget {
+        let of = match settings.of {
+            BudgetOf::Host => format!("the host's {} CPUs", settings.cpus),
+            BudgetOf::Targets => "the targets' own CPU use".to_string(),
+        };
         eprintln!(
             "gort: one uprobe hit costs {:.1} µs here (and a removed uprobe fires for {:?} \
-             more); keeping gort under {:.1} % of {} CPUs by attaching its probes for part \
-             of every {:?}",
+             more); keeping gort under {:.1} % of {of} by attaching its probes for part of \
+             every {:?}",
             settings.trap_cost_ns as f64 / 1e3,
             settings.removal,
             settings.share * 100.0,
-            settings.cpus,
             settings.period
         );
         progress_readers = handle.progress_readers().await;

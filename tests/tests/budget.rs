@@ -20,6 +20,8 @@ const SPAWN: u64 = 1;
 /// One HTTP request every this many milliseconds.
 const REQUEST_EVERY_MS: u64 = 4;
 const BUDGET: f64 = 0.05;
+/// The budget as a share of the target's own CPU (`--overhead-budget-of targets`).
+const TARGETS_BUDGET: f64 = 0.25;
 
 /// CPU time (user + system) of `pid` so far, in seconds.
 fn cpu_seconds(pid: u32) -> Result<f64> {
@@ -103,19 +105,32 @@ enum Mode {
     All,
 }
 
+/// What the budget is a share of.
+#[derive(Clone, Copy, PartialEq)]
+enum Of {
+    Host,
+    Targets,
+}
+
 #[test]
 fn budget_holds_and_estimates_stay_within_ten_percent() -> Result<()> {
-    budget_holds(Mode::Pid)
+    budget_holds(Mode::Pid, Of::Host)
 }
 
 /// The same under `--all` (the DaemonSet's mode): every watched process's probes go in and
 /// out together, and the targets' CPU is theirs together.
 #[test]
 fn budget_holds_under_all() -> Result<()> {
-    budget_holds(Mode::All)
+    budget_holds(Mode::All, Of::Host)
 }
 
-fn budget_holds(mode: Mode) -> Result<()> {
+/// `--overhead-budget-of targets`: the cost held to a share of the target's own CPU.
+#[test]
+fn a_budget_of_the_targets_holds() -> Result<()> {
+    budget_holds(Mode::Pid, Of::Targets)
+}
+
+fn budget_holds(mode: Mode, of: Of) -> Result<()> {
     let _serial = serial();
     let exe = build_go_program("paced", "1.22.10", Variant::DEFAULT);
     let burst = format!("-burst={BURST}");
@@ -130,7 +145,19 @@ fn budget_holds(mode: Mode) -> Result<()> {
     std::thread::sleep(Duration::from_secs(4));
     let baseline = (cpu_seconds(p.pid)? - c0) / t0.elapsed().as_secs_f64();
 
-    let budget = ["--overhead-budget", "5%", "--sampling-period", "3s"];
+    let (share_of, budget_share) = match of {
+        Of::Host => ("host", BUDGET),
+        Of::Targets => ("targets", TARGETS_BUDGET),
+    };
+    let budget_arg = format!("{}%", budget_share * 100.0);
+    let budget = [
+        "--overhead-budget",
+        &budget_arg,
+        "--overhead-budget-of",
+        share_of,
+        "--sampling-period",
+        "3s",
+    ];
     let gort = match mode {
         Mode::Pid => Gort::attach(p.pid, &budget)?,
         Mode::All => {
@@ -153,33 +180,44 @@ fn budget_holds(mode: Mode) -> Result<()> {
     let (target9, gort9, u9) = (cpu_seconds(p.pid)?, cpu_seconds(gort.pid())?, unix_now());
     let secs = (i9 - i1).as_secs_f64();
 
-    // The budget: the target's extra CPU (its probe hits) plus gort's, as a share of the host.
+    // The budget: the target's extra CPU (its probe hits) plus gort's, as a share of the
+    // host's CPUs or of the target's own CPU.
     let cpus = std::thread::available_parallelism()?.get() as f64;
     let target_extra = (target9 - target1) / secs - baseline;
     let agent = (gort9 - gort1) / secs;
-    let share = (target_extra + agent) / cpus;
+    let base = match of {
+        Of::Host => cpus,
+        Of::Targets => baseline,
+    };
+    let share = (target_extra + agent) / base;
     let ratio = m9.get("gort_sampling_ratio", &[]).context("no ratio")?;
     let estimated_share = m9
-        .get("gort_overhead_ratio", &[])
+        .get("gort_overhead_ratio", &[("of", share_of)])
         .context("no estimated overhead")?;
     eprintln!(
-        "budget {:.1} %: measured {:.2} % (target +{:.1} ms/s, gort {:.1} ms/s, {cpus} CPUs), \
-         gort's own measurement {:.2} %, sampling ratio {ratio:.3}",
-        BUDGET * 100.0,
+        "budget {:.1} % of the {share_of}: measured {:.2} % (target +{:.1} ms/s of its own \
+         {:.1}, gort {:.1} ms/s, {cpus} CPUs), gort's own measurement {:.2} %, sampling ratio \
+         {ratio:.3}",
+        budget_share * 100.0,
         share * 100.0,
         target_extra * 1e3,
+        baseline * 1e3,
         agent * 1e3,
         estimated_share * 100.0
+    );
+    ensure!(
+        m9.get("gort_overhead_budget_ratio", &[("of", share_of)]) == Some(budget_share),
+        "gort_overhead_budget_ratio{{of={share_of:?}}} is not {budget_share}"
     );
     ensure!(
         ratio < 0.5,
         "the budget did not make gort sample: ratio {ratio}"
     );
     ensure!(
-        share <= BUDGET * 1.5,
-        "gort cost {:.2} % of the host, over the {:.1} % budget (+50 % tolerance)",
+        share <= budget_share * 1.5,
+        "gort cost {:.2} % of the {share_of}, over the {:.1} % budget (+50 % tolerance)",
         share * 100.0,
-        BUDGET * 100.0
+        budget_share * 100.0
     );
 
     // The estimates over the 8 periods against the truth: 2 channel parks per round trip

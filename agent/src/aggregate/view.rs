@@ -34,9 +34,11 @@ pub struct MetricsView {
 pub struct SamplingMetrics {
     /// Share of the time the probes are in.
     pub ratio: f64,
-    /// The budget: share of the host's CPU.
+    /// The budget: share of the host's CPU, or of the targets' own.
     pub budget_share: f64,
-    /// What gort cost in the last period, as a share of the host's CPU.
+    /// What the budget and the cost are shares of: `host` or `targets`.
+    pub budget_of: &'static str,
+    /// What gort cost in the last period, as a share of the same.
     pub estimated_share: Option<f64>,
     /// What one uprobe hit costs here (measured at start).
     pub trap_cost_seconds: f64,
@@ -366,7 +368,8 @@ pub fn metrics(state: &State) -> MetricsView {
         sampling: state.sampling.map(|s| SamplingMetrics {
             ratio: s.window.ratio(),
             budget_share: s.settings.share,
-            estimated_share: s.cost.map(|c| c.total / f64::from(s.settings.cpus.max(1))),
+            budget_of: s.settings.of.name(),
+            estimated_share: s.cost.map(|c| c.total / c.base.max(1e-9)),
             trap_cost_seconds: s.settings.trap_cost_ns as f64 / 1e9,
             periods: s.periods,
         }),

@@ -650,35 +650,46 @@ impl Collector for ViewCollector {
                 Some(&Unit::Seconds),
                 per_reason(in_requests, true),
             )?;
-            for (name, help, value) in [
+            let of: Labels = vec![("of", sampling.budget_of.to_string())];
+            for (name, help, value, labels) in [
                 (
                     "gort_sampling_ratio",
                     "Share of the time gort's probes are attached (time sampling under \
                      --overhead-budget; 1: everything is measured).",
                     Some(sampling.ratio),
+                    None,
                 ),
                 (
                     "gort_overhead_budget_ratio",
-                    "The --overhead-budget: share of the host's CPU gort may cost.",
+                    "The --overhead-budget: share of the CPU gort may cost, of the host's (of=\"host\") \
+                     or of the targets' own use (of=\"targets\", --overhead-budget-of targets).",
                     Some(sampling.budget_share),
+                    Some(&of),
                 ),
                 (
                     "gort_overhead_ratio",
-                    "What gort cost the host in the last sampling period, as a share of its CPU, \
-                     measured: the target's CPU beyond its own use (read while the probes were \
-                     out) plus gort's own CPU.",
+                    "What gort cost in the last sampling period, as a share of the CPU its budget \
+                     is of, measured: the targets' CPU beyond their own use (read while the probes \
+                     were out) plus gort's own CPU.",
                     sampling.estimated_share,
+                    Some(&of),
                 ),
                 (
                     "gort_uprobe_hit_cost_seconds",
                     "What one uprobe hit costs the probed thread on this host: measured at start, then in \
                      the targets while the probes are in, when more.",
                     Some(sampling.trap_cost_seconds),
+                    None,
                 ),
             ] {
                 let Some(value) = value else { continue };
-                let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-                ConstGauge::new(value).encode(family)?;
+                let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                match labels {
+                    Some(labels) => {
+                        ConstGauge::new(value).encode(family.encode_family(&Escaped(labels))?)?
+                    }
+                    None => ConstGauge::new(value).encode(family)?,
+                }
             }
             let family = encoder.encode_descriptor(
                 "gort_sampling_periods",
@@ -793,6 +804,7 @@ mod tests {
         view.sampling = Some(crate::aggregate::view::SamplingMetrics {
             ratio: 0.25,
             budget_share: 0.02,
+            budget_of: "host",
             estimated_share: Some(0.019),
             trap_cost_seconds: 3e-6,
             periods: 7,
@@ -819,6 +831,8 @@ mod tests {
                 "gort_http_request_blocked_estimated_seconds_total{{{p},reason=\"IO wait\"}} 1.5"
             ),
             "gort_sampling_ratio 0.25".to_string(),
+            "gort_overhead_budget_ratio{of=\"host\"} 0.02".to_string(),
+            "gort_overhead_ratio{of=\"host\"} 0.019".to_string(),
             "gort_sampling_periods_total 7".to_string(),
             "# TYPE gort_goroutine_block_duration_estimated_seconds histogram".to_string(),
             format!(

@@ -195,6 +195,7 @@ mod tests {
             sampling: sampling.map(|ratio| SamplingMetrics {
                 ratio,
                 budget_share: 0.02,
+                budget_of: "host",
                 estimated_share: None,
                 trap_cost_seconds: 3e-6,
                 periods: 1,

@@ -101,6 +101,9 @@ enum Config {
     /// gort under `--overhead-budget 2.5%`: 5 % of a two-CPU host is a tenth of a server
     /// using one CPU flat out; what budget keeps its lost throughput near 5 %.
     GortLowBudget,
+    /// gort under `--overhead-budget 5% --overhead-budget-of targets`: 5 % of the server's
+    /// own CPU, whatever share of the host that is.
+    GortTargetsBudget,
     /// No probes; the workload runs under its own `runtime/trace`, writing to a file.
     RuntimeTrace,
 }
@@ -117,6 +120,7 @@ impl Config {
             Config::Bpftrace => "bpftrace script",
             Config::GortBudget => "gort --overhead-budget 5%",
             Config::GortLowBudget => "gort --overhead-budget 2.5%",
+            Config::GortTargetsBudget => "gort --overhead-budget 5%, of targets",
             Config::RuntimeTrace => "runtime/trace (in-process)",
         }
     }
@@ -140,6 +144,14 @@ impl Config {
                 "--sampling-period".into(),
                 format!("{BUDGET_PERIOD_S}s"),
             ]),
+            Config::GortTargetsBudget => Some(vec![
+                "--overhead-budget".into(),
+                self.budget()?.into(),
+                "--overhead-budget-of".into(),
+                "targets".into(),
+                "--sampling-period".into(),
+                format!("{BUDGET_PERIOD_S}s"),
+            ]),
             _ => None,
         }
     }
@@ -147,7 +159,7 @@ impl Config {
     /// The `--overhead-budget` of a budget configuration.
     fn budget(self) -> Option<&'static str> {
         match self {
-            Config::GortBudget => Some(BUDGET),
+            Config::GortBudget | Config::GortTargetsBudget => Some(BUDGET),
             Config::GortLowBudget => Some(LOW_BUDGET),
             _ => None,
         }
@@ -315,7 +327,11 @@ fn http_bench(o: &Options, go: &Path) -> Result<()> {
         Config::RuntimeTrace,
     ];
     if o.budget_periods > 0 {
-        configs.extend([Config::GortBudget, Config::GortLowBudget]);
+        configs.extend([
+            Config::GortBudget,
+            Config::GortLowBudget,
+            Config::GortTargetsBudget,
+        ]);
     }
     let mut results: Vec<(Config, Vec<HttpSample>)> =
         configs.iter().map(|&c| (c, Vec::new())).collect();
@@ -385,9 +401,12 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
         );
     }
     let of = |c: Config| results.iter().find(|(x, _)| *x == c).map(|(_, s)| s);
-    for config in [Config::GortBudget, Config::GortLowBudget] {
-        let (Some(budget), Some(full), Some(sampled)) =
-            (config.budget(), of(Config::Gort), of(config))
+    for config in [
+        Config::GortBudget,
+        Config::GortLowBudget,
+        Config::GortTargetsBudget,
+    ] {
+        let (Some(_), Some(full), Some(sampled)) = (config.budget(), of(Config::Gort), of(config))
         else {
             continue;
         };
@@ -395,10 +414,11 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
         let estimated = median(sampled.iter().map(|s| s.parks_per_request).collect());
         let ratio = median(sampled.iter().map(|s| s.sampling_ratio).collect());
         println!(
-            "\n--overhead-budget {budget} ({BUDGET_PERIOD_S} s periods): sampling ratio {ratio:.3} at the end \
+            "\n{} ({BUDGET_PERIOD_S} s periods): sampling ratio {ratio:.3} at the end \
              (idle); estimated parks per request {estimated:.2} against {full:.2} measured with all probes in \
              ({:+.1} %: wrk is a closed loop, so the full measurement is of a server the probes slow, the \
              estimate mostly of one running unprobed)",
+            config.name(),
             (estimated / full - 1.0) * 100.0
         );
     }
@@ -460,7 +480,7 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
             let parks = bpftrace.finish()?;
             sample.parks_per_request = parks / sample.requests.max(1.0);
         }
-        Config::GortBudget | Config::GortLowBudget => {
+        Config::GortBudget | Config::GortLowBudget | Config::GortTargetsBudget => {
             let args = config.gort_args(&events.0).expect("a gort configuration");
             let (gort, base) = start_gort(pid, &args)?;
             let metrics = || get(&format!("{base}/metrics"));
@@ -550,7 +570,9 @@ fn run_once(config: Config, exe: &Path, kind: &str, ops: u64) -> Result<Sample> 
             sample.agent_rss_mib = rss_kib(bpftrace.pid())? / 1024.0;
             sample.parks_seen = bpftrace.finish()?;
         }
-        Config::GortBudget | Config::GortLowBudget => bail!("the budget runs are HTTP only"),
+        Config::GortBudget | Config::GortLowBudget | Config::GortTargetsBudget => {
+            bail!("the budget runs are HTTP only")
+        }
         Config::Gort | Config::GortSched | Config::GortFull => {
             let args = config.gort_args(&events.0).expect("a gort configuration");
             let before = program_ids();

@@ -858,6 +858,7 @@ mod tests {
         view.sampling = Some(SamplingMetrics {
             ratio: 0.25,
             budget_share: 0.02,
+            budget_of: "host",
             estimated_share: None,
             trap_cost_seconds: 3e-6,
             periods: 3,
