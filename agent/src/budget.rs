@@ -81,6 +81,17 @@ impl BudgetSettings {
     fn cpu_per_s(&self, targets_own: f64) -> f64 {
         self.share * self.base(targets_own)
     }
+
+    /// gort's own CPU, of the part the budget counts: all of it on the host's; none against
+    /// the targets' (it runs beside them, not in them, and hardly shrinks with the window: an
+    /// idle service's budget, a share of next to nothing, would keep its probes out for
+    /// gort's own timers).
+    fn counted_agent(&self, agent: f64) -> f64 {
+        match self.of {
+            BudgetOf::Host => agent,
+            BudgetOf::Targets => 0.0,
+        }
+    }
 }
 
 /// A decision for the run loop.
@@ -135,7 +146,8 @@ pub struct Cost {
     pub target_extra: Option<f64>,
     /// The targets' extra CPU per attach/detach cycle (CPU-seconds).
     pub cycle: f64,
-    /// Everything gort cost in the period: the measured overhead.
+    /// What gort cost in the period, of what the budget counts (`BudgetSettings::
+    /// counted_agent`): the measured overhead.
     pub total: f64,
     /// What the budget was a share of (`BudgetSettings::base`), CPU-seconds per second.
     pub base: f64,
@@ -307,7 +319,7 @@ impl Sampler {
         let agent = c.agent_cpu_ns.saturating_sub(start.agent_cpu_ns) as f64;
         let used = c.target_cpu_ns.saturating_sub(start.target_cpu_ns) as f64;
         let own = (used - hits).max(0.0) / 1e9 / elapsed;
-        (hits + agent) / 1e9 / elapsed > self.settings.cpu_per_s(own)
+        (hits + self.settings.counted_agent(agent)) / 1e9 / elapsed > self.settings.cpu_per_s(own)
     }
 
     /// What the period that ends at `now_ns` cost, and the plan for the next one.
@@ -370,7 +382,8 @@ impl Sampler {
                 0.5 * (self.cycle_cost + cycle)
             };
         }
-        let total = target_extra.unwrap_or(hits * hit_cost / period) + agent;
+        let total =
+            target_extra.unwrap_or(hits * hit_cost / period) + self.settings.counted_agent(agent);
         self.targets_own = own.unwrap_or_else(|| {
             let used = secs(c.target_cpu_ns.saturating_sub(start.target_cpu_ns));
             (used - hits * hit_cost).max(0.0) / period
@@ -384,7 +397,7 @@ impl Sampler {
             base: self.settings.base(self.targets_own),
         });
         self.periods += 1;
-        self.plan(hits_full, agent);
+        self.plan(hits_full, self.settings.counted_agent(agent));
     }
 
     /// Progress lost while the probes were in and while the targets settled after, against
@@ -618,14 +631,25 @@ mod tests {
         );
         let cost = s.last.unwrap();
         assert!((cost.base - 0.1).abs() < 1e-9, "{cost:?}");
-        assert!((cost.total - 0.07).abs() < 1e-9, "{cost:?}");
+        // The target's 0.06 CPU-s/s extra; gort's own 0.01 is not the targets'.
+        assert!((cost.agent - 0.01).abs() < 1e-9, "{cost:?}");
+        assert!((cost.total - 0.06).abs() < 1e-9, "{cost:?}");
         // The cycle's 0.2 s averaged with the first period's (none measured).
         assert!((cost.cycle - 0.1).abs() < 1e-9, "{cost:?}");
-        // Budget 0.5 × 0.1 = 0.05: ratio × 0.4 + 0.1 / 10 + 0.01 <= 0.05 → 7.5 %.
+        // Budget 0.5 × 0.1 = 0.05: ratio × 0.4 + 0.1 / 10 <= 0.05 → 10 %.
         assert_eq!(s.period, Duration::from_secs(10));
-        assert!((s.ratio - 0.075).abs() < 1e-9, "{}", s.ratio);
+        assert!((s.ratio - 0.1).abs() < 1e-9, "{}", s.ratio);
         // A host budget of the same share would let everything in.
         assert_eq!(settings().base(0.1), 2.0);
+
+        // An idle target (1 ms/s, a few hits) keeps everything in, whatever gort's own timers
+        // cost beside it.
+        let mut idle = Sampler::new(targets, 0, c(0, 0, 0));
+        for t in 1..10 {
+            assert_eq!(idle.switch(t * S, c(10 * t, 5 * t, t)), Switch::Checked);
+        }
+        assert_eq!(idle.switch(10 * S, c(100, 50, 10)), Switch::Stay);
+        assert_eq!(idle.ratio, 1.0);
     }
 
     /// A sampler in a period sampled at 10 % (as after a period over the budget).

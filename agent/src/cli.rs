@@ -187,7 +187,9 @@ pub struct RunOptions {
     #[arg(long, default_value = "1ms", value_parser = parse_duration, env = "GORT_FRAME_MIN_BLOCK")]
     pub frame_min_block: Duration,
 
-    /// How often the agent drains the kernel's event buffer.
+    /// How often the agent drains the kernel's event buffers (under --overhead-budget, every
+    /// 500 ms while the sampled probes are out, at most an eighth of the period, and at once
+    /// when they are back).
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     pub drain_interval: Duration,
 

@@ -181,15 +181,14 @@ fn budget_holds(mode: Mode, of: Of) -> Result<()> {
     let secs = (i9 - i1).as_secs_f64();
 
     // The budget: the target's extra CPU (its probe hits) plus gort's, as a share of the
-    // host's CPUs or of the target's own CPU.
+    // host's CPUs; or the target's extra CPU alone, as a share of its own.
     let cpus = std::thread::available_parallelism()?.get() as f64;
     let target_extra = (target9 - target1) / secs - baseline;
     let agent = (gort9 - gort1) / secs;
-    let base = match of {
-        Of::Host => cpus,
-        Of::Targets => baseline,
+    let share = match of {
+        Of::Host => (target_extra + agent) / cpus,
+        Of::Targets => target_extra / baseline,
     };
-    let share = (target_extra + agent) / base;
     let ratio = m9.get("gort_sampling_ratio", &[]).context("no ratio")?;
     let estimated_share = m9
         .get("gort_overhead_ratio", &[("of", share_of)])
