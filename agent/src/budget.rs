@@ -22,6 +22,8 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use crate::aggregate::sampling::ProbesIn;
+
 /// The lowest ratio: below it the windows would be too short to measure anything.
 pub const MIN_RATIO: f64 = 0.01;
 /// How long the target is left to settle after the probes are taken out, at most, before its
@@ -173,8 +175,9 @@ pub struct Sampler {
     pub period: Duration,
     phase: Phase,
     period_start_ns: u64,
-    /// When the probes were back in this period (attaching takes tens of ms).
-    window_start_ns: u64,
+    /// When each family's probes were back in this period (attaching takes tens of ms; the
+    /// parks' is the window's start).
+    probes_in: ProbesIn,
     quiet_start_ns: u64,
     /// With the probes in all the time: the last check of the cost so far.
     checked_ns: u64,
@@ -206,7 +209,7 @@ impl Sampler {
             period: settings.period,
             phase: Phase::On,
             period_start_ns: now_ns,
-            window_start_ns: now_ns,
+            probes_in: ProbesIn::all_at(now_ns),
             quiet_start_ns: now_ns,
             checked_ns: now_ns,
             at_period_start: counters,
@@ -233,16 +236,18 @@ impl Sampler {
     /// When the next switch is due (ns on the caller's clock).
     pub fn next_due_ns(&self) -> u64 {
         match self.phase {
-            Phase::On if self.ratio < 1.0 => self.window_start_ns + self.window().as_nanos() as u64,
+            Phase::On if self.ratio < 1.0 => {
+                self.window_start_ns() + self.window().as_nanos() as u64
+            }
             Phase::On => (self.checked_ns + CHECK.as_nanos() as u64).min(self.period_end_ns()),
             Phase::Quiet => self.period_end_ns(),
             Phase::Settling => {
                 let off = self
                     .period_end_ns()
-                    .saturating_sub(self.window_start_ns)
+                    .saturating_sub(self.window_start_ns())
                     .saturating_sub(self.window().as_nanos() as u64);
                 let settle = (off / 2).min(SETTLE.as_nanos() as u64);
-                (self.window_start_ns + self.window().as_nanos() as u64 + settle)
+                (self.window_start_ns() + self.window().as_nanos() as u64 + settle)
                     .min(self.period_end_ns())
             }
         }
@@ -265,12 +270,18 @@ impl Sampler {
 
     /// When the probes were back in the current period (ns on the caller's clock).
     pub fn window_start_ns(&self) -> u64 {
-        self.window_start_ns
+        self.probes_in.parks_ns
     }
 
-    /// The probes are back (after [`Switch::Resume`]) at `now_ns`: the window starts.
-    pub fn resumed_at(&mut self, now_ns: u64) {
-        self.window_start_ns = now_ns;
+    /// When each family's probes were back in the current period.
+    pub fn probes_in(&self) -> ProbesIn {
+        self.probes_in
+    }
+
+    /// The probes are back (after [`Switch::Resume`]), each family's at its time: the window
+    /// starts at the parks'.
+    pub fn resumed_at(&mut self, probes_in: ProbesIn) {
+        self.probes_in = probes_in;
     }
 
     /// Called at [`Sampler::next_due_ns`] (or later).
@@ -300,7 +311,7 @@ impl Sampler {
         let was_on = self.phase == Phase::On;
         self.phase = Phase::On;
         self.period_start_ns = now_ns;
-        self.window_start_ns = now_ns;
+        self.probes_in = ProbesIn::all_at(now_ns);
         self.checked_ns = now_ns;
         self.window_end_ns = None;
         self.at_period_start = c;
@@ -317,9 +328,17 @@ impl Sampler {
         let start = self.at_period_start;
         let hits = c.hits.saturating_sub(start.hits) as f64 * self.settings.trap_cost_ns as f64;
         let agent = c.agent_cpu_ns.saturating_sub(start.agent_cpu_ns) as f64;
-        let used = c.target_cpu_ns.saturating_sub(start.target_cpu_ns) as f64;
-        let own = (used - hits).max(0.0) / 1e9 / elapsed;
+        let own = self.own_with_probes_in(c, elapsed);
         (hits + self.settings.counted_agent(agent)) / 1e9 / elapsed > self.settings.cpu_per_s(own)
+    }
+
+    /// The targets' own CPU use over the `elapsed` seconds since the period began, with the
+    /// probes in all of it: their CPU less the hits', CPU-seconds per second.
+    fn own_with_probes_in(&self, c: Counters, elapsed: f64) -> f64 {
+        let start = self.at_period_start;
+        let used = c.target_cpu_ns.saturating_sub(start.target_cpu_ns) as f64;
+        let hits = c.hits.saturating_sub(start.hits) as f64 * self.settings.trap_cost_ns as f64;
+        (used - hits).max(0.0) / 1e9 / elapsed
     }
 
     /// What the period that ends at `now_ns` cost, and the plan for the next one.
@@ -384,10 +403,7 @@ impl Sampler {
         }
         let total =
             target_extra.unwrap_or(hits * hit_cost / period) + self.settings.counted_agent(agent);
-        self.targets_own = own.unwrap_or_else(|| {
-            let used = secs(c.target_cpu_ns.saturating_sub(start.target_cpu_ns));
-            (used - hits * hit_cost).max(0.0) / period
-        });
+        self.targets_own = own.unwrap_or_else(|| self.own_with_probes_in(c, period));
         self.last = Some(Cost {
             hits_full,
             agent,
@@ -722,7 +738,7 @@ mod tests {
         s.cycle_cost = 0.0;
         s.plan(0.4, 0.01);
         assert_eq!(s.period, Duration::from_secs(10));
-        s.resumed_at(10 * S + 30 * MS);
+        s.resumed_at(ProbesIn::all_at(10 * S + 30 * MS));
         assert_eq!(
             s.next_due_ns(),
             10 * S + 30 * MS + s.window().as_nanos() as u64

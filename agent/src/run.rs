@@ -17,7 +17,7 @@ use crate::{
         leaks::LeakSettings,
         process::Retention,
         progress_marks,
-        sampling::{ProbesIn, ProgressMark, SamplingWindow},
+        sampling::{ProgressMark, SamplingWindow},
     },
     budget::{BudgetOf, BudgetSettings, Counters, Sampler, Switch, TargetTotal},
     cli::RunOptions,
@@ -315,8 +315,6 @@ pub async fn run_until(
     let mut target_progress = TargetTotal::default();
     // Where the targets' progress is read at the ends of each sampled window (`pace`).
     let mut progress_readers = Vec::new();
-    // When each family of sampled probes was last back in (the window's start).
-    let mut probes_in = ProbesIn::default();
     if let Some(settings) = budget {
         let of = match settings.of {
             BudgetOf::Host => format!("the host's {} CPUs", settings.cpus),
@@ -342,12 +340,7 @@ pub async fn run_until(
             fleet.as_ref(),
         );
         let s = Sampler::new(settings, monotonic_ns(), counters);
-        handle
-            .sampling(
-                sampling_status(&s, ProbesIn::all_at(s.window_start_ns())),
-                marks,
-            )
-            .await;
+        handle.sampling(sampling_status(&s), marks).await;
         sampler = Some(s);
     }
     let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);
@@ -461,16 +454,14 @@ pub async fn run_until(
                             drain_pace.set_quiet(false);
                             progress_readers = handle.progress_readers().await;
                             if let Some(all_in) = fleet.resume_all(&mut probes, &binaries) {
-                                s.resumed_at(all_in.parks_ns);
-                                probes_in = all_in;
+                                s.resumed_at(all_in);
                             }
-                            begin_period(&handle, s, probes_in, &progress_readers).await;
+                            begin_period(&handle, s, &progress_readers).await;
                             handle.resync().await;
                         }
                         Switch::Stay => {
                             progress_readers = handle.progress_readers().await;
-                            probes_in = ProbesIn::all_at(s.window_start_ns());
-                            begin_period(&handle, s, probes_in, &progress_readers).await;
+                            begin_period(&handle, s, &progress_readers).await;
                         }
                         Switch::Settled | Switch::Checked => {}
                     }
@@ -499,23 +490,19 @@ pub async fn run_until(
                         let target = target.as_ref().expect("--pid and --exe have a target");
                         progress_readers = handle.progress_readers().await;
                         match probes.resume(target, &open_path, scope, a) {
-                            Ok(all_in) => {
-                                s.resumed_at(all_in.parks_ns);
-                                probes_in = all_in;
-                            }
+                            Ok(all_in) => s.resumed_at(all_in),
                             Err(e) => {
                                 eprintln!("gort: cannot attach the probes again: {e}; still serving what was measured");
                                 attachment = None;
                             }
                         }
                         // The window's progress is read first, then the goroutines.
-                        begin_period(&handle, s, probes_in, &progress_readers).await;
+                        begin_period(&handle, s, &progress_readers).await;
                         handle.resync().await;
                     }
                     Switch::Stay => {
                         progress_readers = handle.progress_readers().await;
-                        probes_in = ProbesIn::all_at(s.window_start_ns());
-                        begin_period(&handle, s, probes_in, &progress_readers).await;
+                        begin_period(&handle, s, &progress_readers).await;
                     }
                 }
             }
@@ -566,18 +553,13 @@ async fn sampling_due(sampler: &Option<Sampler>) {
 
 /// A period begins (its probes in): the aggregator learns its sampling, and the targets'
 /// progress now, the window's start.
-async fn begin_period(
-    handle: &QueryHandle,
-    s: &Sampler,
-    probes_in: ProbesIn,
-    readers: &[ProgressReader],
-) {
+async fn begin_period(handle: &QueryHandle, s: &Sampler, readers: &[ProgressReader]) {
     handle
-        .sampling(sampling_status(s, probes_in), progress_marks(readers))
+        .sampling(sampling_status(s), progress_marks(readers))
         .await;
 }
 
-fn sampling_status(s: &Sampler, probes_in: ProbesIn) -> SamplingStatus {
+fn sampling_status(s: &Sampler) -> SamplingStatus {
     SamplingStatus {
         window: SamplingWindow {
             period_ns: s.period.as_nanos() as u64,
@@ -586,8 +568,7 @@ fn sampling_status(s: &Sampler, probes_in: ProbesIn) -> SamplingStatus {
         cost: s.last,
         settings: s.settings,
         periods: s.periods,
-        window_start_ns: s.window_start_ns(),
-        probes_in,
+        probes_in: s.probes_in(),
     }
 }
 

@@ -159,9 +159,7 @@ pub struct SamplingStatus {
     pub settings: crate::budget::BudgetSettings,
     /// Periods completed.
     pub periods: u64,
-    /// When the park probes were back in (CLOCK_MONOTONIC ns).
-    pub window_start_ns: u64,
-    /// When each family of sampled probes was back in.
+    /// When each family of sampled probes was back in (CLOCK_MONOTONIC ns).
     pub probes_in: sampling::ProbesIn,
 }
 
@@ -177,9 +175,13 @@ impl SamplingStatus {
             cost: None,
             settings,
             periods: 0,
-            window_start_ns: now_ns,
             probes_in: sampling::ProbesIn::all_at(now_ns),
         }
+    }
+
+    /// When the park probes were back in: the window's start.
+    pub fn window_start_ns(&self) -> u64 {
+        self.probes_in.parks_ns
     }
 }
 
@@ -970,7 +972,7 @@ impl State {
         suspended_ns: u64,
         progress: &[(u32, sampling::ProgressMark)],
     ) {
-        if self.sampling.map(|s| s.window_start_ns) != Some(window_start_ns) {
+        if self.sampling.map(|s| s.window_start_ns()) != Some(window_start_ns) {
             return;
         }
         self.window.ended(suspended_ns);

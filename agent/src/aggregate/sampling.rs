@@ -415,12 +415,15 @@ impl Estimates {
 mod tests {
     use super::*;
 
+    /// A window of a tenth of its period.
+    const PLANNED: SamplingWindow = SamplingWindow {
+        period_ns: 1_000,
+        window_ns: 100,
+    };
+
     #[test]
     fn a_window_ends_where_its_parks_do() {
-        let planned = SamplingWindow {
-            period_ns: 1_000,
-            window_ns: 100,
-        };
+        let planned = PLANNED;
         let park = |end_ns| Observation {
             pid: 1,
             length_ns: 10,
@@ -467,10 +470,7 @@ mod tests {
 
     #[test]
     fn each_family_is_weighed_from_its_own_probes_in_to_the_suspension() {
-        let planned = SamplingWindow {
-            period_ns: 1_000,
-            window_ns: 100,
-        };
+        let planned = PLANNED;
         let seen = |length_ns, end_ns, seen| Observation {
             pid: 1,
             length_ns,
@@ -526,10 +526,7 @@ mod tests {
 
     #[test]
     fn what_ended_while_everything_was_measured_counts_once() {
-        let planned = SamplingWindow {
-            period_ns: 1_000,
-            window_ns: 100,
-        };
+        let planned = PLANNED;
         let created = |end_ns| Observation {
             pid: 1,
             length_ns: 0,
