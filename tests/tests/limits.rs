@@ -239,16 +239,28 @@ fn four_park_heavy_processes_at_once_lose_nothing() {
                 })
                 .sum())
         };
-        // Attached before they started, gort saw the runtime's start-up parks: count from a
-        // baseline taken once those are in.
+        let created = |pid: u32| -> anyhow::Result<f64> {
+            let pid = pid.to_string();
+            Ok(gort
+                .metrics()?
+                .get("gort_goroutines_created_total", &[("pid", pid.as_str())])
+                .unwrap_or(0.0))
+        };
+        // Attached before they started, gort saw the runtime's start-up (its goroutines
+        // created, and mostly a park in chan receive in gcenable, unless the other P ran the
+        // sweeper and scavenger first): count from a baseline taken once those are in.
         let mut baselines = Vec::new();
         for p in &programs {
             baselines.push(eventually(Duration::from_secs(10), || {
-                let first = channel_parks(p.pid)?;
+                let first = (channel_parks(p.pid)?, created(p.pid)?);
                 std::thread::sleep(Duration::from_millis(200));
-                let second = channel_parks(p.pid)?;
-                ensure!(first > 0.0 && first == second, "{first} then {second}");
-                Ok(second)
+                let second = (channel_parks(p.pid)?, created(p.pid)?);
+                ensure!(
+                    first.1 > 0.0 && first == second,
+                    "start-up (channel parks, goroutines created) not settled: {first:?} then \
+                     {second:?}"
+                );
+                Ok(second.0)
             })?);
         }
         for p in &mut programs {
