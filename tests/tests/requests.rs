@@ -15,6 +15,11 @@ const REQUESTS: usize = 60;
 /// Requests whose handler panics (net/http recovers): never recorded, their panic carries
 /// their trace id.
 const PANICS: usize = 3;
+/// How long each of the handler's parks is made to last (its sleeps, its sender's sleep).
+const PARK_NS: f64 = 10e6;
+/// The time between the clock read that sets a park's end and the park's start: microseconds,
+/// unless the OS deschedules the thread just then.
+const PARK_SLACK_NS: f64 = 0.5e6;
 
 fn check(go_version: &str, variant: Variant) {
     let _serial = serial();
@@ -86,6 +91,23 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
                     got <= want,
                     "trace {trace_id}: gort {got} ns blocked, the handler measured {want} ns"
                 );
+                // Below the handler's own measure, gort's can only be by what the OS took
+                // outside the parks; below what the parks must last, it would be wrong: each
+                // sleep ends at least 10 ms after the time it read before parking, and the
+                // receive waits on a sender that sleeps 10 ms after the handler parked.
+                let blocked = |reason: &str| {
+                    r["blocking"]
+                        .as_array()
+                        .and_then(|b| b.iter().find(|x| x["reason"] == reason))
+                        .and_then(|x| x["blocked_ns"].as_f64())
+                        .unwrap_or(0.0)
+                };
+                let sleeps = handled["sleeps"].as_f64().unwrap_or(0.0);
+                ensure!(
+                    blocked("sleep") >= sleeps * (PARK_NS - PARK_SLACK_NS)
+                        && blocked("chan receive") >= PARK_NS - PARK_SLACK_NS,
+                    "trace {trace_id}: parks shorter than the program made them: {r}"
+                );
                 ratios.push(got / want);
                 total_gort += got;
                 total_program += want;
@@ -116,12 +138,14 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
         }
     }
     // One request's timing as the handler takes it can be stretched by the OS outside any park
-    // (a descheduled thread on a busy 2-core machine): nine in ten within 2 %, the sum too.
-    let close = ratios.iter().filter(|&&r| r >= 0.98).count();
+    // (a descheduled thread on a busy 2-core machine; in one CI run four requests in a row
+    // lost 1-2 ms so): the median request within 1 %, the sum within 2 %.
+    let mut sorted = ratios.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
     ensure!(
-        close * 10 >= ratios.len() * 9,
-        "only {close} of {} requests within 2 %: {ratios:?}",
-        ratios.len()
+        median >= 0.99,
+        "median request: gort {median:.4} of the handler's blocked time: {ratios:?}"
     );
     ensure!(
         total_gort >= 0.98 * total_program,
