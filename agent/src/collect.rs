@@ -3,9 +3,13 @@
 //! drop and activity counters and the set of goroutines parked right now, and pushes it all
 //! into a bounded channel. What does not fit is counted, never waited for.
 //!
-//! Process changes (exec, exit) are drained after the probes' rings, in the same pass: an
-//! event of a program drained in a pass was written after that program's exec, so the exec is
-//! in the same pass or an earlier one, and the aggregator can split the pass at the exec's time.
+//! The rings are read one after another, so one read in a pass can hold an event whose cause,
+//! in another ring, was written after that ring's read: a recovered panic without the request
+//! it happened in, a goroutine's exit before its last resume. So each pass passes on, in time
+//! order, only what was written before the pass began (less a margin for events being
+//! written then); the rest waits for the next pass, which reads every ring past it
+//! ([`InOrder`]). Process changes (exec, exit) go in that order too, so the aggregator can
+//! split a pass at an exec's time.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -72,6 +76,23 @@ pub struct ParkedSnapshot {
 pub type Batch = Vec<Event>;
 
 impl Event {
+    /// When the probe wrote this event (CLOCK_MONOTONIC ns): the order the aggregator wants.
+    fn written_ns(&self) -> u64 {
+        match self {
+            Event::Sched(SchedEvent::Block { resume_ns, .. })
+            | Event::Sched(SchedEvent::ResumeUnmatched { resume_ns, .. }) => *resume_ns,
+            // Written at startTheWorldWithSema's RET, the pause's end.
+            Event::Gc(GcProbeEvent::Pause { start_ns, .. }) => *start_ns,
+            Event::Gc(GcProbeEvent::Cycle { at_ns, .. }) => *at_ns,
+            Event::Lifecycle(e) => e.ns,
+            Event::Panic(e) => e.ns,
+            Event::Request(e) => e.ns,
+            Event::Process(ProcessChange::Exec { ns, .. } | ProcessChange::Exit { ns, .. }) => *ns,
+            Event::Parked(s) => s.taken_ns,
+            Event::Kernel(_) => 0,
+        }
+    }
+
     /// How many uprobe hits produced this event.
     fn probe_hits(&self) -> u64 {
         match self {
@@ -181,10 +202,37 @@ pub struct Collector {
     execs_since_snapshot: HashMap<u32, u64>,
     /// Process changes of a batch the aggregator had no room for.
     carried: Vec<Event>,
+    in_order: InOrder,
 }
 
 /// Bound of [`Collector::carried`].
 const MAX_CARRIED_CHANGES: usize = 65_536;
+
+/// How long before a pass began an event may have been timed and still not be in its ring when
+/// the pass read it: a probe reads the clock first and submits last (microseconds, unless the
+/// thread is preempted in between).
+const WRITING_MARGIN_NS: u64 = 2_000_000;
+
+/// Puts the events of successive passes over the rings in time order: a pass releases what
+/// was written before `watermark_ns` (every ring was read after that, so nothing earlier is
+/// missing), sorted by time, and holds the rest for the next one.
+#[derive(Debug, Default)]
+pub struct InOrder {
+    held: Vec<Event>,
+}
+
+impl InOrder {
+    /// `drained`: what a pass that began after `watermark_ns` read, ring after ring.
+    pub fn release(&mut self, drained: Vec<Event>, watermark_ns: u64) -> Vec<Event> {
+        let mut events = std::mem::take(&mut self.held);
+        events.extend(drained);
+        // Stable: events of one ring written at the same nanosecond keep the ring's order.
+        events.sort_by_key(Event::written_ns);
+        let ready = events.partition_point(|e| e.written_ns() < watermark_ns);
+        self.held = events.split_off(ready);
+        events
+    }
+}
 
 impl Collector {
     pub fn new(
@@ -205,6 +253,7 @@ impl Collector {
             process_watch: None,
             execs_since_snapshot: HashMap::new(),
             carried: Vec::new(),
+            in_order: InOrder::default(),
         }
     }
 
@@ -263,8 +312,10 @@ impl Collector {
         }
     }
 
-    /// Takes everything the ring buffers hold now.
+    /// Takes everything the ring buffers hold now; passes on, in time order, what was written
+    /// before it began.
     fn drain(&mut self) -> Batch {
+        let watermark_ns = monotonic_ns().saturating_sub(WRITING_MARGIN_NS);
         let mut batch = Vec::new();
         while let Some(record) = self.maps.sched_events.next() {
             // The request probes share this ring buffer; the first byte tells them apart.
@@ -287,13 +338,11 @@ impl Collector {
                 batch.push(Event::Panic(e));
             }
         }
-        // After the parks: a goroutine's last resume comes before its exit.
         while let Some(record) = self.maps.lifecycle_events.next() {
             if let Some(e) = lifecycle::decode(&record) {
                 batch.push(Event::Lifecycle(e));
             }
         }
-        // Last: see the module's comment.
         if let Some((watch, changes)) = &mut self.process_watch {
             for change in watch.drain() {
                 if let ProcessChange::Exec { pid, ns } = change {
@@ -307,7 +356,7 @@ impl Collector {
                 }
             }
         }
-        batch
+        self.in_order.release(batch, watermark_ns)
     }
 
     fn kernel_counters(&self) -> KernelCounters {
@@ -391,6 +440,89 @@ pub fn monotonic_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probes::panics::PanicEventKind;
+
+    fn request(start: bool, goid: u64, ns: u64) -> Event {
+        Event::Request(RequestProbeEvent {
+            start,
+            binary: 0,
+            pid: 7,
+            goid,
+            g: 0,
+            ns,
+            traceparent: None,
+            headers_truncated: false,
+            method: Vec::new(),
+            pattern: None,
+        })
+    }
+
+    fn panic(goid: u64, ns: u64) -> Event {
+        Event::Panic(PanicProbeEvent {
+            kind: PanicEventKind::Panic,
+            binary: 0,
+            pid: 7,
+            goid,
+            ns,
+            value_type: 0,
+            value_data: 0,
+            value_words: [0; 4],
+            message: Vec::new(),
+            frames: Vec::new(),
+        })
+    }
+
+    fn lifecycle(created: bool, goid: u64, ns: u64) -> Event {
+        Event::Lifecycle(LifecycleEvent {
+            created,
+            binary: 0,
+            pid: 7,
+            goid,
+            g: 0,
+            gopc: 0,
+            startpc: 0,
+            ns,
+        })
+    }
+
+    fn times(events: &[Event]) -> Vec<u64> {
+        events.iter().map(Event::written_ns).collect()
+    }
+
+    #[test]
+    fn a_cause_read_in_a_later_pass_than_its_effect_comes_first() {
+        let mut in_order = InOrder::default();
+        // A pass began at 1,000: it read the scheduler's ring before the request began
+        // (1,010), the panics' ring after the handler panicked (1,020).
+        assert!(in_order.release(vec![panic(5, 1_020)], 1_000).is_empty());
+        // The next pass reads the request's start: the panic follows it.
+        let next = in_order.release(vec![request(true, 5, 1_010)], 2_000);
+        assert!(matches!(
+            next[0],
+            Event::Request(RequestProbeEvent { start: true, .. })
+        ));
+        assert!(matches!(next[1], Event::Panic(_)));
+    }
+
+    #[test]
+    fn a_pass_releases_what_was_written_before_it_in_time_order_and_holds_the_rest() {
+        let mut in_order = InOrder::default();
+        let drained = vec![
+            lifecycle(true, 1, 300),
+            request(true, 2, 100),
+            lifecycle(false, 2, 500),
+            Event::Process(ProcessChange::Exec { pid: 7, ns: 200 }),
+        ];
+        let released = in_order.release(drained, 400);
+        assert_eq!(times(&released), [100, 200, 300]);
+        // The exit waits; nothing is lost, and what comes later is after it.
+        assert_eq!(
+            times(&in_order.release(vec![lifecycle(true, 3, 600)], 550)),
+            [500]
+        );
+        assert_eq!(times(&in_order.release(Vec::new(), 10_000)), [600]);
+        assert!(in_order.release(Vec::new(), 20_000).is_empty());
+    }
 
     #[tokio::test]
     async fn drains_slowly_while_the_probes_are_out_and_at_once_when_they_are_back() {

@@ -220,7 +220,7 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
                 && found[0]["outcome"] == "recovered"
                 && found[0]["message"] == "handler failed"
                 && found[0]["span_id"].as_str().is_some_and(|s| s.len() == 16),
-            "panic of {want}: {found:?} (abandoned {abandoned:?})"
+            "panic of {want}: {found:?} (abandoned {abandoned:?}; all panics: {panics:?})"
         );
     }
     ensure!(
