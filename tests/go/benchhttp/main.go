@@ -3,7 +3,8 @@
 // loopback port to `wrk`.
 //
 // It prints {"ready":true,"pid":N,"port":P} and serves until stdin closes (with -trace FILE:
-// under the runtime's execution tracer, writing to FILE).
+// under the runtime's execution tracer, writing to FILE). GET /served answers how many
+// requests it has served, for measures over a span of a longer load.
 package main
 
 import (
@@ -14,6 +15,8 @@ import (
 	"net/http"
 	"os"
 	"runtime/trace"
+	"strconv"
+	"sync/atomic"
 )
 
 func main() {
@@ -34,11 +37,16 @@ func main() {
 	if err != nil {
 		panic(err)
 	}
+	var served atomic.Int64
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		c := make(chan int)
 		go func() { c <- 1 }()
 		<-c
 		w.Write([]byte("ok\n"))
+		served.Add(1)
+	})
+	http.HandleFunc("/served", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(strconv.FormatInt(served.Load(), 10) + "\n"))
 	})
 	go http.Serve(l, nil)
 	json.NewEncoder(os.Stdout).Encode(map[string]any{

@@ -78,6 +78,9 @@ pub struct Options {
 const BUDGET: &str = "5%";
 const LOW_BUDGET: &str = "2.5%";
 const BUDGET_PERIOD_S: u64 = 5;
+/// Sampling periods of load before the measured ones under `--overhead-budget`: the one the
+/// load starts in (at full cost until the sampler's check ends it) and the first sampled one.
+const WARMUP_PERIODS: u64 = 2;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Config {
@@ -436,31 +439,10 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
     let pid = child.0.id();
     let mut sample = HttpSample::default();
     let wrk = |sample: &mut HttpSample, seconds: u64| -> Result<()> {
-        let out = Command::new("wrk")
-            .args(["-t1", "-c8", &format!("-d{seconds}s")])
-            .arg(format!("http://127.0.0.1:{port}/"))
-            .output()
-            .context("run wrk (Debian package wrk)")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        ensure!(out.status.success(), "wrk failed: {text}");
-        sample.requests_per_s = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Requests/sec:"))
-            .context("no Requests/sec")?
-            .trim()
-            .parse()?;
-        let latency = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("Latency"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .context("no latency")?;
-        sample.latency_ms = parse_wrk_duration_ms(latency)?;
-        sample.requests = text
-            .lines()
-            .find(|l| l.contains(" requests in "))
-            .and_then(|l| l.split_whitespace().next())
-            .context("no request count")?
-            .parse()?;
+        let run = run_wrk(port, seconds)?;
+        sample.requests_per_s = run.requests_per_s;
+        sample.latency_ms = run.latency_ms;
+        sample.requests = run.requests;
         Ok(())
     };
     match config {
@@ -483,23 +465,52 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
         Config::GortBudget | Config::GortLowBudget | Config::GortTargetsBudget => {
             let args = config.gort_args(&events.0).expect("a gort configuration");
             let (gort, base) = start_gort(pid, &args)?;
-            let metrics = || get(&format!("{base}/metrics"));
-            // Load from the start of a period to just before the end of the last: the
-            // estimates cover whole periods (a window is weighed once its period is over).
-            let periods0 = wait_for_period(&base, 1.0)?;
-            let estimated0 = sum_of(&metrics()?, "gort_goroutine_blocks_estimated_total");
+            // Idle until a period is over, then one load, without a break, for the warm-up and
+            // the measured periods. The first period under load runs at full cost until the
+            // sampler's check ends it (within a second or so: a one-off when a load starts,
+            // left out of this steady-state measure), the next is the first sampled one;
+            // from the end of that, `budget_periods` whole periods are measured, by the
+            // server's own count of requests (the estimates cover whole periods: a window is
+            // weighed once its period is over).
+            wait_for_period(&base, 1.0)?;
+            let loaded = sum_of(
+                &get(&format!("{base}/metrics"))?,
+                "gort_sampling_periods_total",
+            );
+            let load = {
+                let seconds = (WARMUP_PERIODS + budget_periods + 1) * BUDGET_PERIOD_S + 2;
+                thread::spawn(move || run_wrk(port, seconds))
+            };
+            let warm = wait_for_period(&base, loaded + WARMUP_PERIODS as f64 - 1.0)?;
+            let periods = |m: &str| sum_of(m, "gort_sampling_periods_total");
+            let estimated = |m: &str| sum_of(m, "gort_goroutine_blocks_estimated_total");
+            let (m0, t0) = wait_for_period_at(
+                &base,
+                warm + 1.0,
+                Instant::now() + Duration::from_secs(BUDGET_PERIOD_S),
+            )?;
+            let served0 = served(port)?;
             let cpu0 = cpu_ticks(gort.0.id())?;
-            let t0 = Instant::now();
-            wrk(&mut sample, budget_periods * BUDGET_PERIOD_S - 1)?;
-            let wall = t0.elapsed().as_secs_f64();
+            let (m1, t1) = wait_for_period_at(
+                &base,
+                periods(&m0) + budget_periods as f64,
+                t0 + Duration::from_secs(budget_periods * BUDGET_PERIOD_S),
+            )?;
+            let served1 = served(port)?;
+            let wall = t1.duration_since(t0).as_secs_f64();
             let cpu = (cpu_ticks(gort.0.id())? - cpu0) as f64 / ticks_per_second();
+            ensure!(
+                !load.is_finished(),
+                "wrk ended before the measured periods did (the sampler lengthened its period?)"
+            );
+            let run = load.join().expect("the wrk thread")?;
+            sample.latency_ms = run.latency_ms;
+            sample.requests = served1 - served0;
+            sample.requests_per_s = sample.requests / wall;
             sample.agent_cpu_ms_per_s = cpu * 1000.0 / wall;
-            wait_for_period(&base, periods0 + budget_periods as f64 + 1.0)?;
-            let m = metrics()?;
-            let estimated = sum_of(&m, "gort_goroutine_blocks_estimated_total") - estimated0;
-            sample.parks_per_request = estimated / sample.requests.max(1.0);
-            sample.lost = sum_of(&m, "gort_events_lost_total");
-            sample.sampling_ratio = sum_of(&m, "gort_sampling_ratio");
+            sample.parks_per_request = (estimated(&m1) - estimated(&m0)) / sample.requests.max(1.0);
+            sample.lost = sum_of(&m1, "gort_events_lost_total");
+            sample.sampling_ratio = sum_of(&m1, "gort_sampling_ratio");
         }
         Config::Gort | Config::GortSched | Config::GortFull => {
             let args = config.gort_args(&events.0).expect("a gort configuration");
@@ -782,6 +793,73 @@ fn wait_for_period(base: &str, periods: f64) -> Result<f64> {
         );
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits for the end of sampling period `periods`, expected at `expected`: sleeps until
+/// shortly before, then polls gort's metrics every 10 ms (each poll costs the agent CPU beside
+/// the server's, so not all the time). Returns the metrics that showed it, and when.
+fn wait_for_period_at(base: &str, periods: f64, expected: Instant) -> Result<(String, Instant)> {
+    let early = expected.checked_sub(Duration::from_millis(300));
+    if let Some(wait) = early.map(|e| e.saturating_duration_since(Instant::now())) {
+        thread::sleep(wait);
+    }
+    let deadline = expected + Duration::from_secs(600);
+    loop {
+        let now = Instant::now();
+        let m = get(&format!("{base}/metrics"))?;
+        if sum_of(&m, "gort_sampling_periods_total") >= periods {
+            return Ok((m, now));
+        }
+        ensure!(now < deadline, "sampling period {periods} did not end");
+        // A lengthened period: no need to look as often.
+        let late = now > expected + Duration::from_secs(2);
+        thread::sleep(Duration::from_millis(if late { 100 } else { 10 }));
+    }
+}
+
+/// Requests the benchhttp server has served so far (its own count).
+fn served(port: u64) -> Result<f64> {
+    Ok(get(&format!("http://127.0.0.1:{port}/served"))?
+        .trim()
+        .parse()?)
+}
+
+/// What one wrk run measured.
+struct WrkRun {
+    requests_per_s: f64,
+    latency_ms: f64,
+    requests: f64,
+}
+
+/// `wrk -t1 -c8` for `seconds` against the benchhttp server on `port`.
+fn run_wrk(port: u64, seconds: u64) -> Result<WrkRun> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c8", &format!("-d{seconds}s")])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .context("run wrk (Debian package wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "wrk failed: {text}");
+    let latency = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Latency"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .context("no latency")?;
+    Ok(WrkRun {
+        requests_per_s: text
+            .lines()
+            .find_map(|l| l.strip_prefix("Requests/sec:"))
+            .context("no Requests/sec")?
+            .trim()
+            .parse()?,
+        latency_ms: parse_wrk_duration_ms(latency)?,
+        requests: text
+            .lines()
+            .find(|l| l.contains(" requests in "))
+            .and_then(|l| l.split_whitespace().next())
+            .context("no request count")?
+            .parse()?,
+    })
 }
 
 fn get(url: &str) -> Result<String> {
