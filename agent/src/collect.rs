@@ -272,8 +272,16 @@ impl Collector {
     pub async fn run(mut self) {
         loop {
             self.pace.wait().await;
+            let drained = self.drain();
+            let changes: Vec<ProcessChange> = drained
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Process(change) => Some(*change),
+                    _ => None,
+                })
+                .collect();
             let mut batch = std::mem::take(&mut self.carried);
-            batch.extend(self.drain());
+            batch.extend(drained);
             let hits: u64 = batch.iter().map(Event::probe_hits).sum();
             self.drops.probe_hits.fetch_add(hits, Ordering::Relaxed);
             // The counters are cheap to read (a few syscalls) and drops must show at once.
@@ -286,28 +294,50 @@ impl Collector {
                 self.last_snapshot = Instant::now();
                 batch.push(Event::Parked(self.parked_snapshot()));
             }
-            if batch.is_empty() {
-                continue;
+            if !batch.is_empty() && !self.send(batch) {
+                return;
             }
-            match self.tx.try_send(batch) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(batch)) => {
-                    // Process changes keep identities apart: they wait for the next batch.
-                    let (changes, rest): (Vec<Event>, Vec<Event>) = batch
-                        .into_iter()
-                        .partition(|e| matches!(e, Event::Process(_)));
-                    let lost = rest
-                        .iter()
-                        .filter(|e| !matches!(e, Event::Kernel(_) | Event::Parked(_)))
-                        .count();
-                    let kept = changes.len().min(MAX_CARRIED_CHANGES);
-                    self.drops
-                        .channel_full
-                        .fetch_add((lost + changes.len() - kept) as u64, Ordering::Relaxed);
-                    self.carried = changes;
-                    self.carried.truncate(kept);
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            // After the batch: what the run loop does on an exec (attach to the new program)
+            // reaches the aggregator after the exec itself.
+            self.pass_on(&changes);
+        }
+    }
+
+    /// Hands `batch` to the aggregator; false once it is gone.
+    fn send(&mut self, batch: Batch) -> bool {
+        match self.tx.try_send(batch) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(batch)) => {
+                // Process changes keep identities apart: they wait for the next batch.
+                let (changes, rest): (Vec<Event>, Vec<Event>) = batch
+                    .into_iter()
+                    .partition(|e| matches!(e, Event::Process(_)));
+                let lost = rest
+                    .iter()
+                    .filter(|e| !matches!(e, Event::Kernel(_) | Event::Parked(_)))
+                    .count();
+                let kept = changes.len().min(MAX_CARRIED_CHANGES);
+                self.drops
+                    .channel_full
+                    .fetch_add((lost + changes.len() - kept) as u64, Ordering::Relaxed);
+                self.carried = changes;
+                self.carried.truncate(kept);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Tells whoever follows processes (`with_process_watch`) of `changes`.
+    fn pass_on(&self, changes: &[ProcessChange]) {
+        let Some((_, tx)) = &self.process_watch else {
+            return;
+        };
+        for &change in changes {
+            if tx.try_send(change).is_err() {
+                self.drops
+                    .process_changes_missed
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -343,17 +373,12 @@ impl Collector {
                 batch.push(Event::Lifecycle(e));
             }
         }
-        if let Some((watch, changes)) = &mut self.process_watch {
+        if let Some((watch, _)) = &mut self.process_watch {
             for change in watch.drain() {
                 if let ProcessChange::Exec { pid, ns } = change {
                     self.execs_since_snapshot.insert(pid, ns);
                 }
                 batch.push(Event::Process(change));
-                if changes.try_send(change).is_err() {
-                    self.drops
-                        .process_changes_missed
-                        .fetch_add(1, Ordering::Relaxed);
-                }
             }
         }
         self.in_order.release(batch, watermark_ns)

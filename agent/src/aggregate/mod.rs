@@ -1429,7 +1429,19 @@ impl Aggregator {
                     Some(batch) => self.state.apply(batch),
                     None => break,
                 },
-                Some(q) = self.queries.recv() => self.answer(q),
+                Some(q) = self.queries.recv() => {
+                    // What was collected before the query was sent comes first (an attach
+                    // after an exec follows the exec's batch; answers include everything
+                    // drained so far), but no more than was queued: a flood of batches does
+                    // not hold the query up.
+                    for _ in 0..self.events.len() {
+                        match self.events.try_recv() {
+                            Ok(batch) => self.state.apply(batch),
+                            Err(_) => break,
+                        }
+                    }
+                    self.answer(q)
+                }
                 _ = tick.tick() => self.state.maintain(monotonic_ns()),
             }
         }
