@@ -81,6 +81,10 @@ const BUDGET_PERIOD_S: u64 = 5;
 /// Sampling periods of load before the measured ones under `--overhead-budget`: the one the
 /// load starts in (at full cost until the sampler's check ends it) and the first sampled one.
 const WARMUP_PERIODS: u64 = 2;
+/// After the measured periods, gort is stopped and the same server measured under the same
+/// load for this long, once this long has let it settle.
+const UNPROBED: Duration = Duration::from_secs(20);
+const UNPROBED_SETTLE: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Config {
@@ -304,6 +308,9 @@ struct HttpSample {
     requests: f64,
     /// `--overhead-budget` runs: the sampling ratio at the end.
     sampling_ratio: f64,
+    /// `--overhead-budget` runs: the same server's requests/s under the same load with gort
+    /// gone, measured right after (a paired reference, free of the drift between runs).
+    unprobed_per_s: f64,
     latency_ms: f64,
     agent_cpu_ms_per_s: f64,
     lost: f64,
@@ -416,6 +423,20 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
         let full = median(full.iter().map(|s| s.parks_per_request).collect());
         let estimated = median(sampled.iter().map(|s| s.parks_per_request).collect());
         let ratio = median(sampled.iter().map(|s| s.sampling_ratio).collect());
+        let paired: Vec<f64> = sampled
+            .iter()
+            .map(|s| (s.requests_per_s / s.unprobed_per_s - 1.0) * 100.0)
+            .collect();
+        let (min, max) = paired
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        println!(
+            "\n{}: {:+.1} % of the same server's requests/s with gort gone, under the same load \
+             right after (median of {}; {min:+.1}..{max:+.1} %)",
+            config.name(),
+            median(paired.clone()),
+            paired.len()
+        );
         println!(
             "\n{} ({BUDGET_PERIOD_S} s periods): sampling ratio {ratio:.3} at the end \
              (idle); estimated parks per request {estimated:.2} against {full:.2} measured with all probes in \
@@ -478,7 +499,9 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
                 "gort_sampling_periods_total",
             );
             let load = {
-                let seconds = (WARMUP_PERIODS + budget_periods + 1) * BUDGET_PERIOD_S + 2;
+                let seconds = (WARMUP_PERIODS + budget_periods + 1) * BUDGET_PERIOD_S
+                    + (UNPROBED_SETTLE + UNPROBED).as_secs()
+                    + 3;
                 thread::spawn(move || run_wrk(port, seconds))
             };
             let warm = wait_for_period(&base, loaded + WARMUP_PERIODS as f64 - 1.0)?;
@@ -499,6 +522,13 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
             let served1 = served(port)?;
             let wall = t1.duration_since(t0).as_secs_f64();
             let cpu = (cpu_ticks(gort.0.id())? - cpu0) as f64 / ticks_per_second();
+            // The reference: gort gone (its links go with it), the target left to settle.
+            drop(gort);
+            thread::sleep(UNPROBED_SETTLE);
+            let (served2, t2) = (served(port)?, Instant::now());
+            thread::sleep(UNPROBED);
+            let (served3, t3) = (served(port)?, Instant::now());
+            sample.unprobed_per_s = (served3 - served2) / t3.duration_since(t2).as_secs_f64();
             ensure!(
                 !load.is_finished(),
                 "wrk ended before the measured periods did (the sampler lengthened its period?)"
