@@ -15,7 +15,7 @@ mod bpftrace;
 mod open_loop;
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
     path::Path,
     process::{Child, ChildStdin, ChildStdout, Command, Stdio},
@@ -498,12 +498,7 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
                 &get(&format!("{base}/metrics"))?,
                 "gort_sampling_periods_total",
             );
-            let load = {
-                let seconds = (WARMUP_PERIODS + budget_periods + 1) * BUDGET_PERIOD_S
-                    + (UNPROBED_SETTLE + UNPROBED).as_secs()
-                    + 3;
-                thread::spawn(move || run_wrk(port, seconds))
-            };
+            let load = Load::start(port)?;
             let warm = wait_for_period(&base, loaded + WARMUP_PERIODS as f64 - 1.0)?;
             let periods = |m: &str| sum_of(m, "gort_sampling_periods_total");
             let estimated = |m: &str| sum_of(m, "gort_goroutine_blocks_estimated_total");
@@ -522,18 +517,17 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
             let served1 = served(port)?;
             let wall = t1.duration_since(t0).as_secs_f64();
             let cpu = (cpu_ticks(gort.0.id())? - cpu0) as f64 / ticks_per_second();
-            // The reference: gort gone (its links go with it), the target left to settle.
+            let run = load.stop()?;
+            // The reference: gort gone (its links go with it), the same load again, the
+            // target left to settle.
             drop(gort);
+            let load = Load::start(port)?;
             thread::sleep(UNPROBED_SETTLE);
             let (served2, t2) = (served(port)?, Instant::now());
             thread::sleep(UNPROBED);
             let (served3, t3) = (served(port)?, Instant::now());
             sample.unprobed_per_s = (served3 - served2) / t3.duration_since(t2).as_secs_f64();
-            ensure!(
-                !load.is_finished(),
-                "wrk ended before the measured periods did (the sampler lengthened its period?)"
-            );
-            let run = load.join().expect("the wrk thread")?;
+            load.stop()?;
             sample.latency_ms = run.latency_ms;
             sample.requests = served1 - served0;
             sample.requests_per_s = sample.requests / wall;
@@ -861,13 +855,51 @@ struct WrkRun {
     requests: f64,
 }
 
+/// `wrk -t1 -c8` against the benchhttp server on `port`, for `seconds`.
+fn wrk_command(port: u64, seconds: u64) -> Command {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", "-c8", &format!("-d{seconds}s")])
+        .arg(format!("http://127.0.0.1:{port}/"));
+    cmd
+}
+
 /// `wrk -t1 -c8` for `seconds` against the benchhttp server on `port`.
 fn run_wrk(port: u64, seconds: u64) -> Result<WrkRun> {
-    let out = Command::new("wrk")
-        .args(["-t1", "-c8", &format!("-d{seconds}s")])
-        .arg(format!("http://127.0.0.1:{port}/"))
+    let out = wrk_command(port, seconds)
         .output()
         .context("run wrk (Debian package wrk)")?;
+    parse_wrk(out)
+}
+
+/// A wrk load in the background, until [`Load::stop`].
+struct Load(Guard);
+
+impl Load {
+    fn start(port: u64) -> Result<Load> {
+        let child = wrk_command(port, 3_600)
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("run wrk (Debian package wrk)")?;
+        Ok(Load(Guard(child)))
+    }
+
+    /// Stops the load (wrk reports on SIGINT) and reads its report.
+    fn stop(mut self) -> Result<WrkRun> {
+        // SAFETY: a plain signal to a child that has not been waited for.
+        unsafe { libc::kill(self.0.0.id() as i32, libc::SIGINT) };
+        let mut stdout = self.0.0.stdout.take().expect("piped");
+        let mut text = Vec::new();
+        stdout.read_to_end(&mut text)?;
+        let status = self.0.0.wait()?;
+        parse_wrk(std::process::Output {
+            status,
+            stdout: text,
+            stderr: Vec::new(),
+        })
+    }
+}
+
+fn parse_wrk(out: std::process::Output) -> Result<WrkRun> {
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(out.status.success(), "wrk failed: {text}");
     let latency = text
