@@ -493,14 +493,11 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
             // from the end of that, `budget_periods` whole periods are measured, by the
             // server's own count of requests (the estimates cover whole periods: a window is
             // weighed once its period is over).
+            let periods = |m: &str| sum_of(m, "gort_sampling_periods_total");
             wait_for_period(&base, 1.0)?;
-            let loaded = sum_of(
-                &get(&format!("{base}/metrics"))?,
-                "gort_sampling_periods_total",
-            );
+            let loaded = periods(&get(&format!("{base}/metrics"))?);
             let load = Load::start(port)?;
             let warm = wait_for_period(&base, loaded + WARMUP_PERIODS as f64 - 1.0)?;
-            let periods = |m: &str| sum_of(m, "gort_sampling_periods_total");
             let estimated = |m: &str| sum_of(m, "gort_goroutine_blocks_estimated_total");
             let (m0, t0) = wait_for_period_at(
                 &base,
@@ -868,7 +865,7 @@ fn run_wrk(port: u64, seconds: u64) -> Result<WrkRun> {
     let out = wrk_command(port, seconds)
         .output()
         .context("run wrk (Debian package wrk)")?;
-    parse_wrk(out)
+    parse_wrk(out.status, &out.stdout)
 }
 
 /// A wrk load in the background, until [`Load::stop`].
@@ -891,17 +888,14 @@ impl Load {
         let mut text = Vec::new();
         stdout.read_to_end(&mut text)?;
         let status = self.0.0.wait()?;
-        parse_wrk(std::process::Output {
-            status,
-            stdout: text,
-            stderr: Vec::new(),
-        })
+        parse_wrk(status, &text)
     }
 }
 
-fn parse_wrk(out: std::process::Output) -> Result<WrkRun> {
-    let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(out.status.success(), "wrk failed: {text}");
+/// wrk's report on its `stdout`.
+fn parse_wrk(status: std::process::ExitStatus, stdout: &[u8]) -> Result<WrkRun> {
+    let text = String::from_utf8_lossy(stdout);
+    ensure!(status.success(), "wrk failed: {text}");
     let latency = text
         .lines()
         .find(|l| l.trim_start().starts_with("Latency"))
