@@ -12,9 +12,12 @@
 //!   own code, `probes::calibrate`, then in the targets themselves, from their extra CPU
 //!   while the probes are in, when that is more: a hit in a busy, many-threaded target
 //!   costs more than in the calibration) and a cost per attach/detach cycle (the rest);
+//! - plus the hits of the probes that stay in (GC, panics), which the quiet part, the
+//!   yardstick, cannot show: counted × the cost of one hit;
 //! - plus gort's own CPU.
 //!
-//! The window follows: `ratio × full-time hit cost + (cycle + gort) / period <= budget`; when
+//! The window follows: `ratio × full-time hit cost + resident + (cycle + gort) / period <=
+//! budget`; when
 //! no window fits, the period is lengthened. What is reported is scaled up as an estimate
 //! (`aggregate::sampling`).
 //!
@@ -117,6 +120,9 @@ pub enum Switch {
 pub struct Counters {
     /// Probe hits the drained events stand for.
     pub hits: u64,
+    /// Of those, the hits of the probes that stay in while the sampled ones are out (GC,
+    /// panics: `probes::Family::sampled`).
+    pub resident_hits: u64,
     /// gort's own CPU time, ns.
     pub agent_cpu_ns: u64,
     /// The targets' CPU time, ns.
@@ -144,6 +150,10 @@ pub struct Cost {
     pub hits_full: f64,
     /// gort's own CPU.
     pub agent: f64,
+    /// The probes that stay in (GC, panics): their hits times a hit's cost. The quiet part
+    /// of the period, the targets' yardstick, runs with them, so the measures against it
+    /// leave them out: they are added.
+    pub resident: f64,
     /// The targets' extra CPU in the period (hits and cycle), when it could be measured.
     pub target_extra: Option<f64>,
     /// The targets' extra CPU per attach/detach cycle (CPU-seconds).
@@ -153,6 +163,15 @@ pub struct Cost {
     pub total: f64,
     /// What the budget was a share of (`BudgetSettings::base`), CPU-seconds per second.
     pub base: f64,
+}
+
+impl Cost {
+    /// The measured overhead as a share of what the budget is of. None for a share of
+    /// nothing: with the probes in all the time and their hits (at the calibrated cost)
+    /// making up all the targets' CPU, their own use is not known.
+    pub fn share(&self) -> Option<f64> {
+        (self.base > 0.0).then(|| self.total / self.base)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -347,7 +366,10 @@ impl Sampler {
         let start = self.at_period_start;
         let period = secs(now_ns.saturating_sub(self.period_start_ns)).max(1e-9);
         let window = self.in_time().as_secs_f64().min(period);
-        let hits = c.hits.saturating_sub(start.hits) as f64;
+        // The sampled probes' hits; the resident ones' are costed apart.
+        let sampled = |c: &Counters| c.hits.saturating_sub(c.resident_hits);
+        let hits = sampled(&c).saturating_sub(sampled(&start)) as f64;
+        let resident_hits = c.resident_hits.saturating_sub(start.resident_hits) as f64;
         // The targets' own CPU use, per second, read while they were quiet.
         let quiet = secs(now_ns.saturating_sub(self.quiet_start_ns));
         let own = (self.phase == Phase::Quiet && quiet >= 0.2).then(|| {
@@ -364,7 +386,7 @@ impl Sampler {
         // the progress they lost then, whichever is more, per hit (enough hits to tell).
         if let (Some(own), Some(end_ns)) = (own, self.window_end_ns) {
             let in_window = secs(end_ns.saturating_sub(self.period_start_ns));
-            let window_hits = self.at_window_end.hits.saturating_sub(start.hits);
+            let window_hits = sampled(&self.at_window_end).saturating_sub(sampled(&start));
             let used = secs(
                 self.at_window_end
                     .target_cpu_ns
@@ -401,19 +423,23 @@ impl Sampler {
                 0.5 * (self.cycle_cost + cycle)
             };
         }
-        let total =
-            target_extra.unwrap_or(hits * hit_cost / period) + self.settings.counted_agent(agent);
+        let resident = resident_hits * hit_cost / period;
+        // Unmeasured (no quiet part), every hit at a hit's cost.
+        let total = target_extra.unwrap_or(hits * hit_cost / period)
+            + resident
+            + self.settings.counted_agent(agent);
         self.targets_own = own.unwrap_or_else(|| self.own_with_probes_in(c, period));
         self.last = Some(Cost {
             hits_full,
             agent,
+            resident,
             target_extra,
             cycle: self.cycle_cost,
             total,
             base: self.settings.base(self.targets_own),
         });
         self.periods += 1;
-        self.plan(hits_full, self.settings.counted_agent(agent));
+        self.plan(hits_full, resident + self.settings.counted_agent(agent));
     }
 
     /// Progress lost while the probes were in and while the targets settled after, against
@@ -451,18 +477,19 @@ impl Sampler {
         })
     }
 
-    /// Window and period for the next period: `ratio × hits_full + (cycle + agent × period)
-    /// / period <= budget`, the period lengthened (at most twofold a period) when no window of
-    /// at least the lowest ratio fits.
-    fn plan(&mut self, hits_full: f64, agent: f64) {
+    /// Window and period for the next period: `ratio × hits_full + (cycle + always × period)
+    /// / period <= budget`, `always` what is paid whatever the window (the resident probes,
+    /// gort's own CPU where counted), the period lengthened (at most twofold a period) when no
+    /// window of at least the lowest ratio fits.
+    fn plan(&mut self, hits_full: f64, always: f64) {
         let budget = self.settings.cpu_per_s(self.targets_own);
         // Some headroom before all in: one quiet period is no promise.
-        if hits_full + agent <= 0.8 * budget {
+        if hits_full + always <= 0.8 * budget {
             self.ratio = 1.0;
             self.period = self.settings.period;
             return;
         }
-        let spare = budget - agent;
+        let spare = budget - always;
         let mut period = self.settings.period.as_secs_f64();
         let ratio_at = |period: f64| (spare - self.cycle_cost / period) / hits_full.max(1e-12);
         if ratio_at(period) < MIN_RATIO {
@@ -554,6 +581,7 @@ mod tests {
     fn c(hits: u64, agent_ms: u64, target_ms: u64) -> Counters {
         Counters {
             hits,
+            resident_hits: 0,
             agent_cpu_ns: agent_ms * MS,
             target_cpu_ns: target_ms * MS,
             progress: 0,
@@ -625,6 +653,7 @@ mod tests {
         assert_eq!(s.switch(2 * S, c(40_100, 1, 500)), Switch::Stay);
         let first = s.last.unwrap();
         assert!((first.base - 0.099 / 2.0).abs() < 1e-9, "{first:?}");
+        assert!((first.share().unwrap() - first.total / first.base).abs() < 1e-12);
         // The same target as in `the_window_follows_the_measured_cost`: 100 ms/s of its own.
         let start = c(40_100, 1, 500);
         let at = |hits: u64, agent_ms: u64, target_ms: u64| {
@@ -657,6 +686,13 @@ mod tests {
         assert!((s.ratio - 0.1).abs() < 1e-9, "{}", s.ratio);
         // A host budget of the same share would let everything in.
         assert_eq!(settings().base(0.1), 2.0);
+
+        // Hits at the calibrated cost making up all its CPU: its own use, and so the share
+        // of it, not known.
+        let mut unknown = Sampler::new(targets, 0, c(0, 0, 0));
+        assert_eq!(unknown.switch(S, c(50_000, 1, 400)), Switch::Stay);
+        let cost = unknown.last.unwrap();
+        assert_eq!((cost.base, cost.share()), (0.0, None), "{cost:?}");
 
         // An idle target (1 ms/s, a few hits) keeps everything in, whatever gort's own timers
         // cost beside it.
@@ -743,6 +779,46 @@ mod tests {
             s.next_due_ns(),
             10 * S + 30 * MS + s.window().as_nanos() as u64
         );
+    }
+
+    /// The same target, with GC probes that stay in hit 1,000 times a second all period: the
+    /// quiet part runs with them, so the measure against it leaves them out; they are costed
+    /// as hits, and they neither count as the window's hits nor shrink the cycle's cost.
+    #[test]
+    fn the_probes_that_stay_in_are_costed_apart() {
+        let at = |sampled: u64, resident: u64, agent_ms: u64, target_ms: u64| Counters {
+            hits: sampled + resident,
+            resident_hits: resident,
+            ..c(0, agent_ms, target_ms)
+        };
+        let mut s = Sampler::new(
+            BudgetSettings {
+                share: 0.05,
+                ..settings()
+            },
+            0,
+            at(0, 0, 0, 0),
+        );
+        s.ratio = 0.1;
+        assert_eq!(s.switch(S, at(40_000, 1_000, 0, 500)), Switch::Suspend);
+        assert_eq!(
+            s.switch(S + 1_500 * MS, at(40_000, 2_500, 0, 850)),
+            Switch::Settled
+        );
+        assert_eq!(
+            s.switch(10 * S, at(40_000, 10_000, 100, 1_600)),
+            Switch::Resume
+        );
+        assert_eq!(s.settings.trap_cost_ns, 10_000);
+        let cost = s.last.unwrap();
+        assert!((cost.hits_full - 0.4).abs() < 1e-9, "{cost:?}");
+        assert!((cost.cycle - 0.2).abs() < 1e-9, "{cost:?}");
+        // 10,000 hits × 10 µs over 10 s.
+        assert!((cost.resident - 0.01).abs() < 1e-9, "{cost:?}");
+        // 0.06 extra against the quiet part, 0.01 resident, 0.01 gort's own.
+        assert!((cost.total - 0.08).abs() < 1e-9, "{cost:?}");
+        // Budget 0.1: ratio × 0.4 + 0.2 / 10 + 0.01 + 0.01 <= 0.1 → 15 %.
+        assert!((s.ratio - 0.15).abs() < 1e-9, "{}", s.ratio);
     }
 
     /// The same target, but its hits cost 20 µs each (a busy target: more than the 10 µs

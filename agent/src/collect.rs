@@ -25,7 +25,7 @@ use agent_common::{DropCause, Stat, http::request_kind};
 use tokio::sync::{Notify, mpsc};
 
 use crate::probes::{
-    KernelMaps,
+    Family, KernelMaps,
     gc::{self, GcProbeEvent},
     http::{self, RequestProbeEvent},
     lifecycle::{self, LifecycleEvent},
@@ -99,13 +99,37 @@ impl Event {
             // gopark's entry and its RET.
             Event::Sched(SchedEvent::Block { .. }) => 2,
             Event::Sched(SchedEvent::ResumeUnmatched { .. }) => 1,
-            // stopTheWorldWithSema, startTheWorldWithSema's entry and RET.
-            Event::Gc(GcProbeEvent::Pause { .. }) => 3,
+            // Where the pause begins (startTheWorldWithSema's entry; stopTheWorldWithSema's
+            // in Go 1.21) and startTheWorldWithSema's RET.
+            Event::Gc(GcProbeEvent::Pause { .. }) => 2,
             Event::Gc(GcProbeEvent::Cycle { .. })
             | Event::Lifecycle(_)
             | Event::Panic(_)
             | Event::Request(_) => 1,
             Event::Kernel(_) | Event::Parked(_) | Event::Process(_) => 0,
+        }
+    }
+}
+
+impl Event {
+    /// The probe family that wrote this event, if a probe did.
+    fn family(&self) -> Option<Family> {
+        match self {
+            Event::Sched(_) => Some(Family::Sched),
+            Event::Gc(_) => Some(Family::Gc),
+            Event::Lifecycle(_) => Some(Family::Lifecycle),
+            Event::Panic(_) => Some(Family::Panics),
+            Event::Request(_) => Some(Family::Http),
+            Event::Kernel(_) | Event::Parked(_) | Event::Process(_) => None,
+        }
+    }
+
+    /// The hits of [`Event::probe_hits`] that came from probes left in while the sampled ones
+    /// are out (`--overhead-budget`).
+    fn resident_hits(&self) -> u64 {
+        match self.family() {
+            Some(family) if !family.sampled() => self.probe_hits(),
+            _ => 0,
         }
     }
 }
@@ -119,6 +143,8 @@ pub struct AgentDrops {
     pub process_changes_missed: AtomicU64,
     /// Probe hits the drained events stand for (`--overhead-budget` costs them).
     pub probe_hits: AtomicU64,
+    /// Of those, the hits of the probes that stay in under sampling.
+    pub resident_hits: AtomicU64,
     /// `--events` lines that could not be written.
     events: std::sync::OnceLock<Arc<AtomicU64>>,
 }
@@ -129,7 +155,11 @@ impl AgentDrops {
     }
 
     pub fn probe_hits(&self) -> u64 {
-        self.probe_hits.load(Ordering::Relaxed)
+        self.probe_hits.load(Ordering::SeqCst)
+    }
+
+    pub fn resident_hits(&self) -> u64 {
+        self.resident_hits.load(Ordering::SeqCst)
     }
 
     pub fn events_dropped(&self) -> u64 {
@@ -283,7 +313,13 @@ impl Collector {
             let mut batch = std::mem::take(&mut self.carried);
             batch.extend(drained);
             let hits: u64 = batch.iter().map(Event::probe_hits).sum();
-            self.drops.probe_hits.fetch_add(hits, Ordering::Relaxed);
+            let resident: u64 = batch.iter().map(Event::resident_hits).sum();
+            // All hits first, the resident after: a reader that reads the resident first
+            // never sees resident hits whose batch is missing from all hits.
+            self.drops.probe_hits.fetch_add(hits, Ordering::SeqCst);
+            self.drops
+                .resident_hits
+                .fetch_add(resident, Ordering::SeqCst);
             // The counters are cheap to read (a few syscalls) and drops must show at once.
             let counters = self.kernel_counters();
             if counters != self.last_counters {

@@ -592,6 +592,8 @@ fn budget_counters(
         .filter_map(|pid| Some((pid, process::cpu_time_ns(pid)?)));
     let (progress, counts) = progress;
     Counters {
+        // Read before all hits, which are added first (`Collector::run`).
+        resident_hits: drops.resident_hits(),
         hits: drops.probe_hits(),
         agent_cpu_ns: own_cpu_ns(),
         target_cpu_ns: target_cpu.read(readings),

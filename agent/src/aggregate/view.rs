@@ -369,7 +369,7 @@ pub fn metrics(state: &State) -> MetricsView {
             ratio: s.window.ratio(),
             budget_share: s.settings.share,
             budget_of: s.settings.of.name(),
-            estimated_share: s.cost.map(|c| c.total / c.base.max(1e-9)),
+            estimated_share: s.cost.and_then(|c| c.share()),
             trap_cost_seconds: s.settings.trap_cost_ns as f64 / 1e9,
             periods: s.periods,
         }),

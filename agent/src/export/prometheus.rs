@@ -670,7 +670,8 @@ impl Collector for ViewCollector {
                     "gort_overhead_ratio",
                     "What gort cost in the last sampling period, as a share of the CPU its budget \
                      is of, measured: the targets' CPU beyond their own use (read while the probes \
-                     were out) plus gort's own CPU.",
+                     were out), the hits of the probes that stay in (GC, panics) and gort's own \
+                     CPU (of=\"host\").",
                     sampling.estimated_share,
                     Some(&of),
                 ),
