@@ -17,9 +17,8 @@
 //! - plus gort's own CPU.
 //!
 //! The window follows: `ratio × full-time hit cost + resident + (cycle + gort) / period <=
-//! budget`; when
-//! no window fits, the period is lengthened. What is reported is scaled up as an estimate
-//! (`aggregate::sampling`).
+//! budget`; when no window fits, the period is lengthened. What is reported is scaled up as an
+//! estimate (`aggregate::sampling`).
 //!
 //! Pure: the run loop feeds it the clock and the counters and carries out its decisions.
 

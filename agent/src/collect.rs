@@ -109,9 +109,7 @@ impl Event {
             Event::Kernel(_) | Event::Parked(_) | Event::Process(_) => 0,
         }
     }
-}
 
-impl Event {
     /// The probe family that wrote this event, if a probe did.
     fn family(&self) -> Option<Family> {
         match self {
