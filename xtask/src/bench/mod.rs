@@ -372,9 +372,7 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
     );
     for (config, samples) in &results {
         let v: Vec<f64> = samples.iter().map(|s| s.requests_per_s).collect();
-        let (min, max) = v
-            .iter()
-            .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let (min, max) = min_max(&v);
         let m = median(v);
         let latency = median(samples.iter().map(|s| s.latency_ms).collect());
         let (cpu, parks, lost) =
@@ -427,9 +425,7 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
             .iter()
             .map(|s| (s.requests_per_s / s.unprobed_per_s - 1.0) * 100.0)
             .collect();
-        let (min, max) = paired
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        let (min, max) = min_max(&paired);
         println!(
             "\n{}: {:+.1} % of the same server's requests/s with gort gone, under the same load \
              right after (median of {}; {min:+.1}..{max:+.1} %)",
@@ -980,6 +976,12 @@ fn rss_kib(pid: u32) -> Result<f64> {
         .parse()?)
 }
 
+/// The least and the greatest of `v` (not empty).
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -1035,9 +1037,7 @@ fn print_table(results: &[(Config, Vec<Sample>)], kind: &str, ops: u64, go: &str
     );
     for (config, samples) in results {
         let v: Vec<f64> = samples.iter().map(|s| s.ns_per_op).collect();
-        let (min, max) = v
-            .iter()
-            .fold((f64::MAX, 0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let (min, max) = min_max(&v);
         let m = median(v);
         let extra = (m - base) / parks_per_op;
         let agent = config.gort_args(Path::new("")).is_some() || *config == Config::Bpftrace;
