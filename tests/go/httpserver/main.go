@@ -29,6 +29,9 @@ import (
 type handled struct {
 	Goid      int64 `json:"goid"`
 	BlockedNs int64 `json:"blocked_ns"`
+	// The blocked time above by what the handler waited on.
+	SleepNs   int64 `json:"sleep_ns"`
+	ReceiveNs int64 `json:"receive_ns"`
 	Sleeps    int   `json:"sleeps"`
 	Receives  int   `json:"receives"`
 }
@@ -60,13 +63,15 @@ func goid() int64 {
 func work(w http.ResponseWriter, r *http.Request) {
 	h := &handled{Goid: goid()}
 	id, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/work/"))
-	measure := func(f func()) {
+	measure := func(into *int64, f func()) {
 		t0 := time.Now()
 		f()
-		h.BlockedNs += int64(time.Since(t0))
+		d := int64(time.Since(t0))
+		*into += d
+		h.BlockedNs += d
 	}
 	for i := 0; i < 1+id%3; i++ {
-		measure(func() { time.Sleep(10 * time.Millisecond) })
+		measure(&h.SleepNs, func() { time.Sleep(10 * time.Millisecond) })
 		h.Sleeps++
 	}
 	ch := make(chan int)
@@ -74,7 +79,7 @@ func work(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(10 * time.Millisecond)
 		ch <- 1 // the handler is already parked: this does not park
 	}()
-	measure(func() { <-ch })
+	measure(&h.ReceiveNs, func() { <-ch })
 	h.Receives++
 	// Every park of the handler is one it measures: a contended Lock would park unmeasured,
 	// so wait for the lock by yielding (runtime.Gosched does not park).

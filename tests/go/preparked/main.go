@@ -24,7 +24,7 @@ import (
 )
 
 var (
-	n    = flag.Int("n", 1000, "goroutines parked per kind")
+	n      = flag.Int("n", 1000, "goroutines parked per kind")
 	wake   = flag.Int("wake", 100, "chan receive goroutines woken after the go line")
 	verify = flag.Bool("verify", true, "check each goroutine's wait reason in a goroutine dump (slow for many)")
 )
