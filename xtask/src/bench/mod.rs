@@ -81,9 +81,12 @@ const BUDGET_PERIOD_S: u64 = 5;
 /// Sampling periods of load before the measured ones under `--overhead-budget`: the one the
 /// load starts in (at full cost until the sampler's check ends it) and the first sampled one.
 const WARMUP_PERIODS: u64 = 2;
-/// After the measured periods, gort is stopped and the same server measured under the same
-/// load for this long, once this long has let it settle.
+/// The same server is measured under the same load for this long without gort before it
+/// starts (after `UNPROBED_WARMUP`: a fresh server serves less for its first seconds) and
+/// after it stopped (once `UNPROBED_SETTLE` has let it settle): the mean of the two is the
+/// paired reference, free of the drift between runs and of a steady drift within one.
 const UNPROBED: Duration = Duration::from_secs(20);
+const UNPROBED_WARMUP: Duration = Duration::from_secs(15);
 const UNPROBED_SETTLE: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -308,9 +311,9 @@ struct HttpSample {
     requests: f64,
     /// `--overhead-budget` runs: the sampling ratio at the end.
     sampling_ratio: f64,
-    /// `--overhead-budget` runs: the same server's requests/s under the same load with gort
-    /// gone, measured right after (a paired reference, free of the drift between runs).
-    unprobed_per_s: f64,
+    /// `--overhead-budget` runs: the same server's requests/s under the same load without
+    /// gort, before it started and after it stopped (`UNPROBED`).
+    unprobed_per_s: [f64; 2],
     latency_ms: f64,
     agent_cpu_ms_per_s: f64,
     lost: f64,
@@ -423,12 +426,15 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
         let ratio = median(sampled.iter().map(|s| s.sampling_ratio).collect());
         let paired: Vec<f64> = sampled
             .iter()
-            .map(|s| (s.requests_per_s / s.unprobed_per_s - 1.0) * 100.0)
+            .map(|s| {
+                let [before, after] = s.unprobed_per_s;
+                (s.requests_per_s / ((before + after) / 2.0) - 1.0) * 100.0
+            })
             .collect();
         let (min, max) = min_max(&paired);
         println!(
-            "\n{}: {:+.1} % of the same server's requests/s with gort gone, under the same load \
-             right after (median of {}; {min:+.1}..{max:+.1} %)",
+            "\n{}: {:+.1} % of the same server's requests/s without gort, under the same load \
+             before gort started and after it stopped (median of {}; {min:+.1}..{max:+.1} %)",
             config.name(),
             median(paired.clone()),
             paired.len()
@@ -480,6 +486,11 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
             sample.parks_per_request = parks / sample.requests.max(1.0);
         }
         Config::GortBudget | Config::GortLowBudget | Config::GortTargetsBudget => {
+            // The reference before: the server warmed up under the load, then measured.
+            let load = Load::start(port)?;
+            thread::sleep(UNPROBED_WARMUP);
+            let before = served_per_s(port, UNPROBED)?;
+            load.stop()?;
             let args = config.gort_args(&events.0).expect("a gort configuration");
             let (gort, base) = start_gort(pid, &args)?;
             // Idle until a period is over, then one load, without a break, for the warm-up and
@@ -511,16 +522,14 @@ fn http_once(config: Config, exe: &Path, seconds: u64, budget_periods: u64) -> R
             let wall = t1.duration_since(t0).as_secs_f64();
             let cpu = (cpu_ticks(gort.0.id())? - cpu0) as f64 / ticks_per_second();
             let run = load.stop()?;
-            // The reference: gort gone (its links go with it), the same load again, the
+            // The reference after: gort gone (its links go with it), the same load again, the
             // target left to settle.
             drop(gort);
             let load = Load::start(port)?;
             thread::sleep(UNPROBED_SETTLE);
-            let (served2, t2) = (served(port)?, Instant::now());
-            thread::sleep(UNPROBED);
-            let (served3, t3) = (served(port)?, Instant::now());
-            sample.unprobed_per_s = (served3 - served2) / t3.duration_since(t2).as_secs_f64();
+            let after = served_per_s(port, UNPROBED)?;
             load.stop()?;
+            sample.unprobed_per_s = [before, after];
             sample.latency_ms = run.latency_ms;
             sample.requests = served1 - served0;
             sample.requests_per_s = sample.requests / wall;
@@ -839,6 +848,14 @@ fn served(port: u64) -> Result<f64> {
     Ok(get(&format!("http://127.0.0.1:{port}/served"))?
         .trim()
         .parse()?)
+}
+
+/// The server's own count of requests served over `span` under a running load, per second.
+fn served_per_s(port: u64, span: Duration) -> Result<f64> {
+    let (served0, t0) = (served(port)?, Instant::now());
+    thread::sleep(span);
+    let (served1, t1) = (served(port)?, Instant::now());
+    Ok((served1 - served0) / t1.duration_since(t0).as_secs_f64())
 }
 
 /// What one wrk run measured.
