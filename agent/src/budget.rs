@@ -347,9 +347,10 @@ impl Sampler {
         if elapsed < 0.5 {
             return false;
         }
-        let start = self.at_period_start;
-        let hits = c.hits.saturating_sub(start.hits) as f64 * self.settings.trap_cost_ns as f64;
-        let agent = c.agent_cpu_ns.saturating_sub(start.agent_cpu_ns) as f64;
+        let (_, hits) = self.cpu_with_probes_in(c);
+        let agent = c
+            .agent_cpu_ns
+            .saturating_sub(self.at_period_start.agent_cpu_ns) as f64;
         let own = self.own_with_probes_in(c, elapsed);
         (hits + self.settings.counted_agent(agent)) / 1e9 / elapsed > self.settings.cpu_per_s(own)
     }
@@ -357,10 +358,17 @@ impl Sampler {
     /// The targets' own CPU use over the `elapsed` seconds since the period began, with the
     /// probes in all of it: their CPU less the hits', CPU-seconds per second.
     fn own_with_probes_in(&self, c: Counters, elapsed: f64) -> f64 {
+        let (used, hits) = self.cpu_with_probes_in(c);
+        (used - hits).max(0.0) / 1e9 / elapsed
+    }
+
+    /// Since the period began, with the probes in all of it: the targets' CPU and their
+    /// hits' at a hit's cost, ns.
+    fn cpu_with_probes_in(&self, c: Counters) -> (f64, f64) {
         let start = self.at_period_start;
         let used = c.target_cpu_ns.saturating_sub(start.target_cpu_ns) as f64;
         let hits = c.hits.saturating_sub(start.hits) as f64 * self.settings.trap_cost_ns as f64;
-        (used - hits).max(0.0) / 1e9 / elapsed
+        (used, hits)
     }
 
     /// What the period that ends at `now_ns` cost, and the plan for the next one.
@@ -434,9 +442,8 @@ impl Sampler {
         let base_known = match (self.settings.of, own) {
             (BudgetOf::Host, _) | (BudgetOf::Targets, Some(_)) => true,
             (BudgetOf::Targets, None) => {
-                let used = c.target_cpu_ns.saturating_sub(start.target_cpu_ns) as f64;
-                let hits = c.hits.saturating_sub(start.hits) as f64;
-                hits * self.settings.trap_cost_ns as f64 <= 0.5 * used
+                let (used, hits) = self.cpu_with_probes_in(c);
+                hits <= 0.5 * used
             }
         };
         self.targets_own = own.unwrap_or_else(|| self.own_with_probes_in(c, period));
