@@ -17,8 +17,11 @@
 //! - plus gort's own CPU.
 //!
 //! The window follows: `ratio × full-time hit cost + resident + (cycle + gort) / period <=
-//! budget`; when no window fits, the period is lengthened. What is reported is scaled up as an
-//! estimate (`aggregate::sampling`).
+//! budget`; when no window fits, the period is lengthened. The budget is a cap, not a setpoint:
+//! a period costs what the next holds, not what the last one did (its load, the hits' cost in a
+//! busy target), so the plan aims below the budget by the most the recent periods cost over
+//! what their plans expected (`Misses`). What is reported is scaled up as an estimate
+//! (`aggregate::sampling`).
 //!
 //! Pure: the run loop feeds it the clock and the counters and carries out its decisions.
 
@@ -36,6 +39,34 @@ const MAX_PERIOD: Duration = Duration::from_secs(120);
 /// With the probes in all the time, how often the cost so far is checked: a load that
 /// starts mid-period ends it early rather than running a whole period at full cost.
 const CHECK: Duration = Duration::from_secs(1);
+/// How many sampled periods' misses the plan heeds: a minute or so of 5–10 s periods.
+const MISSES_KEPT: usize = 8;
+/// The most the plan aims below the budget by: half of it (one wild period, a load's burst
+/// or the start's own work, must not blind gort for the periods after).
+const MOST_MISS: f64 = 2.0;
+
+/// What recent sampled periods cost over what their plans expected (measured / expected):
+/// the plan aims at the budget over the worst of them, so that a period like the dearest
+/// of the recent ones still stays within it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Misses {
+    kept: [f64; MISSES_KEPT],
+    len: usize,
+    next: usize,
+}
+
+impl Misses {
+    fn push(&mut self, measured_over_expected: f64) {
+        self.kept[self.next] = measured_over_expected.clamp(0.0, MOST_MISS);
+        self.next = (self.next + 1) % MISSES_KEPT;
+        self.len = (self.len + 1).min(MISSES_KEPT);
+    }
+
+    /// What the budget is divided by for the plan: the worst miss, at least 1.
+    fn worst(&self) -> f64 {
+        self.kept[..self.len].iter().copied().fold(1.0, f64::max)
+    }
+}
 
 /// What the budget is a share of (`--overhead-budget-of`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -218,6 +249,9 @@ pub struct Sampler {
     pub last: Option<Cost>,
     /// Periods completed.
     pub periods: u64,
+    /// What this period's plan expects it to cost, CPU-seconds per second, while sampling.
+    expected: Option<f64>,
+    misses: Misses,
 }
 
 impl Sampler {
@@ -243,6 +277,8 @@ impl Sampler {
             targets_own: 0.0,
             last: None,
             periods: 0,
+            expected: None,
+            misses: Misses::default(),
         }
     }
 
@@ -446,6 +482,10 @@ impl Sampler {
                 hits <= 0.5 * used
             }
         };
+        // Measured, not estimated from the hits alone: how far the plan missed.
+        if let (Some(expected), Some(_)) = (self.expected, target_extra) {
+            self.misses.push(total / expected.max(1e-12));
+        }
         self.targets_own = own.unwrap_or_else(|| self.own_with_probes_in(c, period));
         self.last = Some(Cost {
             hits_full,
@@ -497,11 +537,13 @@ impl Sampler {
     }
 
     /// Window and period for the next period: `ratio × hits_full + (cycle + always × period)
-    /// / period <= budget`, `always` what is paid whatever the window (the resident probes,
+    /// / period <= aim`, `always` what is paid whatever the window (the resident probes,
     /// gort's own CPU where counted), the period lengthened (at most twofold a period) when no
-    /// window of at least the lowest ratio fits.
+    /// window of at least the lowest ratio fits; the aim is the budget over the worst recent
+    /// miss (`Misses`).
     fn plan(&mut self, hits_full: f64, always: f64) {
-        let budget = self.settings.cpu_per_s(self.targets_own);
+        let budget = self.settings.cpu_per_s(self.targets_own) / self.misses.worst();
+        self.expected = None;
         // Some headroom before all in: one quiet period is no promise.
         if hits_full + always <= 0.8 * budget {
             self.ratio = 1.0;
@@ -524,6 +566,7 @@ impl Sampler {
         }
         self.period = Duration::from_secs_f64(period);
         self.ratio = ratio_at(period).clamp(MIN_RATIO, 1.0);
+        self.expected = Some(self.ratio * hits_full + self.cycle_cost / period + always);
     }
 }
 
@@ -683,7 +726,9 @@ mod tests {
                 start.target_cpu_ns / MS + target_ms,
             )
         };
+        // A 10 % window forced, and so no plan's expectation to miss.
         s.ratio = 0.1;
+        s.expected = None;
         let t0 = 2 * S;
         assert_eq!(s.switch(t0 + S, at(40_000, 0, 500)), Switch::Suspend);
         assert_eq!(
@@ -807,6 +852,52 @@ mod tests {
             s.next_due_ns(),
             10 * S + 30 * MS + s.window().as_nanos() as u64
         );
+    }
+
+    /// The period of `the_window_follows_the_measured_cost`, its plan having expected it to
+    /// cost 0.056 CPU-s/s: it cost 0.07, a miss of 1.25, so the next plan aims at 0.04 / 1.25;
+    /// the worst of the last eight misses holds until it leaves them.
+    #[test]
+    fn the_plan_aims_below_the_budget_by_the_worst_recent_miss() {
+        let mut s = sampled_from(0, c(0, 0, 0));
+        s.expected = Some(0.056);
+        s.switch(S, c(40_000, 0, 500));
+        s.switch(S + 1_500 * MS, c(40_000, 0, 850));
+        assert_eq!(s.switch(10 * S, c(40_000, 100, 1_600)), Switch::Resume);
+        assert!((s.last.unwrap().total - 0.07).abs() < 1e-9);
+        assert!((s.misses.worst() - 1.25).abs() < 1e-9, "{:?}", s.misses);
+        // Aim 0.032: spare 0.022 less the cycle's 0.02 leaves a ratio under the lowest, so
+        // the period is lengthened to 0.2 / (0.022 - 0.01 × 0.4) s (without the miss the
+        // ratio was 2.5 % of 10 s).
+        assert!((s.ratio - MIN_RATIO).abs() < 1e-9, "{}", s.ratio);
+        assert!(
+            (s.period.as_secs_f64() - 0.2 / 0.018).abs() < 1e-6,
+            "{:?}",
+            s.period
+        );
+        // The plan expects its aim.
+        assert!(
+            (s.expected.unwrap() - 0.032).abs() < 1e-9,
+            "{:?}",
+            s.expected
+        );
+        // Periods within their plans push the miss out after eight; a wild one counts as
+        // twice at most; the aim is the budget itself once no period missed.
+        for _ in 0..7 {
+            s.misses.push(0.9);
+        }
+        assert!((s.misses.worst() - 1.25).abs() < 1e-9);
+        s.misses.push(0.9);
+        assert_eq!(s.misses.worst(), 1.0);
+        s.misses.push(30.0);
+        assert_eq!(s.misses.worst(), MOST_MISS);
+        s.misses = Misses::default();
+        s.cycle_cost = 0.0;
+        s.plan(0.4, 0.01);
+        assert!((s.ratio - 0.075).abs() < 1e-9, "{}", s.ratio);
+        // All in (under 0.8 of the aim): nothing expected, no miss to measure.
+        s.plan(0.01, 0.01);
+        assert_eq!((s.ratio, s.expected), (1.0, None));
     }
 
     /// The same target, with GC probes that stay in hit 1,000 times a second all period: the

@@ -58,6 +58,11 @@ pub struct Options {
     /// Skip the HTTP server under wrk (the closed-loop load).
     #[arg(long)]
     no_wrk: bool,
+    /// Only these configurations of the HTTP server under wrk, besides `no-probes` (the
+    /// rows' yardstick): `--http-configs gort-targets-budget` to check a change to the
+    /// budget in 15 minutes rather than an hour.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    http_configs: Vec<Config>,
     /// Requests per second of the open-loop HTTP load (0: skip it).
     #[arg(long, default_value_t = 4000)]
     open_rate: u64,
@@ -89,7 +94,7 @@ const UNPROBED: Duration = Duration::from_secs(20);
 const UNPROBED_WARMUP: Duration = Duration::from_secs(15);
 const UNPROBED_SETTLE: Duration = Duration::from_secs(2);
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
 enum Config {
     NoProbes,
     /// An empty uprobe at `runtime.gopark`'s entry and at each of its RETs: the two traps
@@ -345,6 +350,9 @@ fn http_bench(o: &Options, go: &Path) -> Result<()> {
             Config::GortLowBudget,
             Config::GortTargetsBudget,
         ]);
+    }
+    if !o.http_configs.is_empty() {
+        configs.retain(|c| *c == Config::NoProbes || o.http_configs.contains(c));
     }
     let mut results: Vec<(Config, Vec<HttpSample>)> =
         configs.iter().map(|&c| (c, Vec::new())).collect();
