@@ -139,11 +139,9 @@ fn budget_holds(mode: Mode, of: Of) -> Result<()> {
     let mut p = GoProgram::start(&exe, &["-duration=120s", &burst, &spawn, &requests], &[])?;
     p.proceed()?;
 
-    // The target's own CPU without probes.
+    // The target's own CPU without probes, before gort (and after it, below).
     std::thread::sleep(Duration::from_secs(1));
-    let (c0, t0) = (cpu_seconds(p.pid)?, Instant::now());
-    std::thread::sleep(Duration::from_secs(4));
-    let baseline = (cpu_seconds(p.pid)? - c0) / t0.elapsed().as_secs_f64();
+    let before = own_cpu(p.pid)?;
 
     let (share_of, budget_share) = match of {
         Of::Host => ("host", BUDGET),
@@ -180,30 +178,10 @@ fn budget_holds(mode: Mode, of: Of) -> Result<()> {
     let (target9, gort9, u9) = (cpu_seconds(p.pid)?, cpu_seconds(gort.pid())?, unix_now());
     let secs = (i9 - i1).as_secs_f64();
 
-    // The budget: the target's extra CPU (its probe hits) plus gort's, as a share of the
-    // host's CPUs; or the target's extra CPU alone, as a share of its own.
-    let cpus = std::thread::available_parallelism()?.get() as f64;
-    let target_extra = (target9 - target1) / secs - baseline;
-    let agent = (gort9 - gort1) / secs;
-    let share = match of {
-        Of::Host => (target_extra + agent) / cpus,
-        Of::Targets => target_extra / baseline,
-    };
     let ratio = m9.get("gort_sampling_ratio", &[]).context("no ratio")?;
     let estimated_share = m9
         .get("gort_overhead_ratio", &[("of", share_of)])
         .context("no estimated overhead")?;
-    eprintln!(
-        "budget {:.1} % of the {share_of}: measured {:.2} % (target +{:.1} ms/s of its own \
-         {:.1}, gort {:.1} ms/s, {cpus} CPUs), gort's own measurement {:.2} %, sampling ratio \
-         {ratio:.3}",
-        budget_share * 100.0,
-        share * 100.0,
-        target_extra * 1e3,
-        baseline * 1e3,
-        agent * 1e3,
-        estimated_share * 100.0
-    );
     ensure!(
         m9.get("gort_overhead_budget_ratio", &[("of", share_of)]) == Some(budget_share),
         "gort_overhead_budget_ratio{{of={share_of:?}}} is not {budget_share}"
@@ -211,12 +189,6 @@ fn budget_holds(mode: Mode, of: Of) -> Result<()> {
     ensure!(
         ratio < 0.5,
         "the budget did not make gort sample: ratio {ratio}"
-    );
-    ensure!(
-        share <= budget_share * 1.5,
-        "gort cost {:.2} % of the {share_of}, over the {:.1} % budget (+50 % tolerance)",
-        share * 100.0,
-        budget_share * 100.0
     );
 
     // The estimates over the 8 periods against the truth: 2 channel parks per round trip
@@ -348,7 +320,50 @@ fn budget_holds(mode: Mode, of: Of) -> Result<()> {
             );
         }
     }
+
+    // The budget: the target's extra CPU (its probe hits) plus gort's, as a share of the
+    // host's CPUs; or the target's extra CPU alone, as a share of its own. Its own is the
+    // mean of 4 s before gort and 4 s after it: the paced program's CPU drifts by 10–20 %
+    // between such stretches here, and one yardstick (before) read the same run anywhere
+    // from 4 % to 40 % of a 25 % budget.
+    gort.stop()?;
+    std::thread::sleep(Duration::from_secs(1));
+    let after = own_cpu(p.pid)?;
+    let baseline = (before + after) / 2.0;
+    let cpus = std::thread::available_parallelism()?.get() as f64;
+    let target_extra = (target9 - target1) / secs - baseline;
+    let agent = (gort9 - gort1) / secs;
+    let share = match of {
+        Of::Host => (target_extra + agent) / cpus,
+        Of::Targets => target_extra / baseline,
+    };
+    eprintln!(
+        "budget {:.1} % of the {share_of}: measured {:.2} % (target +{:.1} ms/s of its own \
+         {:.1}: {:.1} before gort, {:.1} after; gort {:.1} ms/s, {cpus} CPUs), gort's own \
+         measurement {:.2} %, sampling ratio {ratio:.3}",
+        budget_share * 100.0,
+        share * 100.0,
+        target_extra * 1e3,
+        baseline * 1e3,
+        before * 1e3,
+        after * 1e3,
+        agent * 1e3,
+        estimated_share * 100.0
+    );
+    ensure!(
+        share <= budget_share * 1.5,
+        "gort cost {:.2} % of the {share_of}, over the {:.1} % budget (+50 % tolerance)",
+        share * 100.0,
+        budget_share * 100.0
+    );
     Ok(())
+}
+
+/// The CPU `pid` uses over the next 4 s, CPU-seconds per second.
+fn own_cpu(pid: u32) -> Result<f64> {
+    let (c0, t0) = (cpu_seconds(pid)?, Instant::now());
+    std::thread::sleep(Duration::from_secs(4));
+    Ok((cpu_seconds(pid)? - c0) / t0.elapsed().as_secs_f64())
 }
 
 /// A closed loop: `pingpong -forever` hands a value back and forth as fast as it can, so the
