@@ -20,7 +20,7 @@
 //! budget`; when no window fits, the period is lengthened. The budget is a cap, not a setpoint:
 //! a period costs what the next holds, not what the last one did (its load, the hits' cost in a
 //! busy target), so the plan aims below the budget by the most the recent periods cost over
-//! what their plans expected (`Misses`). What is reported is scaled up as an estimate
+//! what their plans expected, but for the dearest one (`Misses`). What is reported is scaled up as an estimate
 //! (`aggregate::sampling`).
 //!
 //! Pure: the run loop feeds it the clock and the counters and carries out its decisions.
@@ -41,13 +41,15 @@ const MAX_PERIOD: Duration = Duration::from_secs(120);
 const CHECK: Duration = Duration::from_secs(1);
 /// How many sampled periods' misses the plan heeds: a minute or so of 5–10 s periods.
 const MISSES_KEPT: usize = 8;
-/// The most the plan aims below the budget by: half of it (one wild period, a load's burst
-/// or the start's own work, must not blind gort for the periods after).
+/// The most the plan aims below the budget by: half of it (a few wild periods must not blind
+/// gort for the periods after).
 const MOST_MISS: f64 = 2.0;
 
 /// What recent sampled periods cost over what their plans expected (measured / expected):
-/// the plan aims at the budget over the worst of them, so that a period like the dearest
-/// of the recent ones still stays within it.
+/// the plan aims at the budget over the second worst of them, so that periods like all but
+/// the dearest of the recent ones stay within it. One wild period (a burst of load, the
+/// host's noise: a VM's throughput moved by a third between 30 s stretches one day) does not
+/// move the aim; two do.
 #[derive(Debug, Default, Clone, Copy)]
 struct Misses {
     kept: [f64; MISSES_KEPT],
@@ -62,9 +64,17 @@ impl Misses {
         self.len = (self.len + 1).min(MISSES_KEPT);
     }
 
-    /// What the budget is divided by for the plan: the worst miss, at least 1.
-    fn worst(&self) -> f64 {
-        self.kept[..self.len].iter().copied().fold(1.0, f64::max)
+    /// What the budget is divided by for the plan: the second worst miss, at least 1.
+    fn second_worst(&self) -> f64 {
+        let (mut worst, mut second) = (1.0, 1.0);
+        for &miss in &self.kept[..self.len] {
+            if miss > worst {
+                (worst, second) = (miss, worst);
+            } else if miss > second {
+                second = miss;
+            }
+        }
+        second
     }
 }
 
@@ -539,10 +549,10 @@ impl Sampler {
     /// Window and period for the next period: `ratio × hits_full + (cycle + always × period)
     /// / period <= aim`, `always` what is paid whatever the window (the resident probes,
     /// gort's own CPU where counted), the period lengthened (at most twofold a period) when no
-    /// window of at least the lowest ratio fits; the aim is the budget over the worst recent
-    /// miss (`Misses`).
+    /// window of at least the lowest ratio fits; the aim is the budget over the second worst
+    /// recent miss (`Misses`).
     fn plan(&mut self, hits_full: f64, always: f64) {
-        let budget = self.settings.cpu_per_s(self.targets_own) / self.misses.worst();
+        let budget = self.settings.cpu_per_s(self.targets_own) / self.misses.second_worst();
         self.expected = None;
         // Some headroom before all in: one quiet period is no promise.
         if hits_full + always <= 0.8 * budget {
@@ -855,17 +865,25 @@ mod tests {
     }
 
     /// The period of `the_window_follows_the_measured_cost`, its plan having expected it to
-    /// cost 0.056 CPU-s/s: it cost 0.07, a miss of 1.25, so the next plan aims at 0.04 / 1.25;
-    /// the worst of the last eight misses holds until it leaves them.
+    /// cost 0.056 CPU-s/s: it cost 0.07, a miss of 1.25, after a period that missed by 1.5;
+    /// so the next plan aims at 0.04 / 1.25 (the second worst), until the misses leave the
+    /// last eight.
     #[test]
-    fn the_plan_aims_below_the_budget_by_the_worst_recent_miss() {
+    fn the_plan_aims_below_the_budget_by_the_second_worst_recent_miss() {
         let mut s = sampled_from(0, c(0, 0, 0));
+        s.misses.push(1.5);
+        // One wild period alone does not move the aim.
+        assert_eq!(s.misses.second_worst(), 1.0);
         s.expected = Some(0.056);
         s.switch(S, c(40_000, 0, 500));
         s.switch(S + 1_500 * MS, c(40_000, 0, 850));
         assert_eq!(s.switch(10 * S, c(40_000, 100, 1_600)), Switch::Resume);
         assert!((s.last.unwrap().total - 0.07).abs() < 1e-9);
-        assert!((s.misses.worst() - 1.25).abs() < 1e-9, "{:?}", s.misses);
+        assert!(
+            (s.misses.second_worst() - 1.25).abs() < 1e-9,
+            "{:?}",
+            s.misses
+        );
         // Aim 0.032: spare 0.022 less the cycle's 0.02 leaves a ratio under the lowest, so
         // the period is lengthened to 0.2 / (0.022 - 0.01 × 0.4) s (without the miss the
         // ratio was 2.5 % of 10 s).
@@ -881,16 +899,17 @@ mod tests {
             "{:?}",
             s.expected
         );
-        // Periods within their plans push the miss out after eight; a wild one counts as
-        // twice at most; the aim is the budget itself once no period missed.
-        for _ in 0..7 {
+        // Periods within their plans push the misses out after eight; wild ones count as
+        // twice at most; the aim is the budget itself once at most one period missed.
+        for _ in 0..6 {
             s.misses.push(0.9);
         }
-        assert!((s.misses.worst() - 1.25).abs() < 1e-9);
+        assert!((s.misses.second_worst() - 1.25).abs() < 1e-9);
         s.misses.push(0.9);
-        assert_eq!(s.misses.worst(), 1.0);
+        assert_eq!(s.misses.second_worst(), 1.0, "{:?}", s.misses);
         s.misses.push(30.0);
-        assert_eq!(s.misses.worst(), MOST_MISS);
+        s.misses.push(30.0);
+        assert_eq!(s.misses.second_worst(), MOST_MISS);
         s.misses = Misses::default();
         s.cycle_cost = 0.0;
         s.plan(0.4, 0.01);
