@@ -60,7 +60,7 @@ pub struct Options {
     no_wrk: bool,
     /// Only these configurations of the HTTP server under wrk, besides `no-probes` (the
     /// rows' yardstick): `--http-configs gort-targets-budget` to check a change to the
-    /// budget in 15 minutes rather than an hour.
+    /// budget in under half an hour rather than an hour.
     #[arg(long, value_enum, value_delimiter = ',')]
     http_configs: Vec<Config>,
     /// Requests per second of the open-loop HTTP load (0: skip it).
