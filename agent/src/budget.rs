@@ -18,10 +18,10 @@
 //!
 //! The window follows: `ratio × full-time hit cost + resident + (cycle + gort) / period <=
 //! budget`; when no window fits, the period is lengthened. The budget is a cap, not a setpoint:
-//! a period costs what the next holds, not what the last one did (its load, the hits' cost in a
-//! busy target), so the plan aims below the budget by the most the recent periods cost over
-//! what their plans expected, but for the dearest one (`Misses`). What is reported is scaled up as an estimate
-//! (`aggregate::sampling`).
+//! what a period costs follows its own load and its hits' cost in a busy target, not the last
+//! period's, so the plan aims below the budget by how much recent periods cost over what their
+//! plans expected, the dearest one aside (`Misses`). What is reported is scaled up as an
+//! estimate (`aggregate::sampling`).
 //!
 //! Pure: the run loop feeds it the clock and the counters and carries out its decisions.
 
