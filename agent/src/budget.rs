@@ -47,9 +47,9 @@ const MOST_MISS: f64 = 2.0;
 
 /// What recent sampled periods cost over what their plans expected (measured / expected):
 /// the plan aims at the budget over the second worst of them, so that periods like all but
-/// the dearest of the recent ones stay within it. One wild period (a burst of load, the
-/// host's noise: a VM's throughput moved by a third between 30 s stretches one day) does not
-/// move the aim; two do.
+/// the dearest of the recent ones stay within it. One wild period (a burst of load, other
+/// work on the host read as the probes' cost: a period measured 23 % on a 5 % plan while a
+/// compile ran beside the server) does not move the aim; two do.
 #[derive(Debug, Default, Clone, Copy)]
 struct Misses {
     kept: [f64; MISSES_KEPT],
