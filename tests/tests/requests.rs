@@ -95,15 +95,17 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
                 // only by what the OS took outside the parks (checked over all requests below),
                 // not by a fixed slack: in one CI run a handler's thread lost 1.6 ms between
                 // starting the sender and parking on its receive.
-                let blocked = |reason: &str| {
+                // The record's blocking entry for a reason.
+                let of_reason = |reason: &str| {
                     r["blocking"]
                         .as_array()
                         .and_then(|b| b.iter().find(|x| x["reason"] == reason))
-                        .and_then(|x| x["blocked_ns"].as_f64())
-                        .unwrap_or(0.0)
                 };
                 for (reason, field) in REASONS {
-                    let (got, want) = (blocked(reason), handled[field].as_f64().unwrap_or(0.0));
+                    let got = of_reason(reason)
+                        .and_then(|x| x["blocked_ns"].as_f64())
+                        .unwrap_or(0.0);
+                    let want = handled[field].as_f64().unwrap_or(0.0);
                     ensure!(
                         got <= want,
                         "trace {trace_id}: gort {got} ns in {reason}, the handler measured \
@@ -116,12 +118,7 @@ fn run(go_version: &str, variant: Variant) -> Result<()> {
                 ratios.push(got / want);
                 total_gort += got;
                 total_program += want;
-                let count = |reason: &str| {
-                    r["blocking"]
-                        .as_array()
-                        .and_then(|b| b.iter().find(|x| x["reason"] == reason))
-                        .map(|x| x["count"].clone())
-                };
+                let count = |reason: &str| of_reason(reason).map(|x| x["count"].clone());
                 ensure!(
                     count("sleep") == Some(handled["sleeps"].clone()),
                     "trace {trace_id}: sleeps {r}"
