@@ -425,13 +425,9 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
         Config::GortLowBudget,
         Config::GortTargetsBudget,
     ] {
-        let (Some(_), Some(full), Some(sampled)) = (config.budget(), of(Config::Gort), of(config))
-        else {
+        let Some(sampled) = of(config) else {
             continue;
         };
-        let full = median(full.iter().map(|s| s.parks_per_request).collect());
-        let estimated = median(sampled.iter().map(|s| s.parks_per_request).collect());
-        let ratio = median(sampled.iter().map(|s| s.sampling_ratio).collect());
         let paired: Vec<f64> = sampled
             .iter()
             .map(|s| {
@@ -447,6 +443,13 @@ net/http server, one channel hand-off per request (Go {}), wrk -t1 -c8 -d{}s, {}
             median(paired.clone()),
             paired.len()
         );
+        // Against the full measurement, where its row ran too (`--http-configs`).
+        let Some(full) = of(Config::Gort) else {
+            continue;
+        };
+        let full = median(full.iter().map(|s| s.parks_per_request).collect());
+        let estimated = median(sampled.iter().map(|s| s.parks_per_request).collect());
+        let ratio = median(sampled.iter().map(|s| s.sampling_ratio).collect());
         println!(
             "\n{} ({BUDGET_PERIOD_S} s periods): sampling ratio {ratio:.3} at the end \
              (idle); estimated parks per request {estimated:.2} against {full:.2} measured with all probes in \
